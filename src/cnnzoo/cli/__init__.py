@@ -1,0 +1,64 @@
+"""The ``cnnzoo`` command: one subcommand per ``cmd_*.py`` module in this package.
+
+Each command module defines ``NAME``, ``HELP``, ``configure(parser)`` and ``run(args) -> int``;
+they are discovered, so a new command is a new file. What a user got wrong (an unknown model, a
+bad path, a wrong shape) ends in one line on stderr and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from types import ModuleType
+
+from ..errors import CnnzooError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _commands() -> list[ModuleType]:
+    mods = [importlib.import_module(f"{__name__}.{m.name}")
+            for m in pkgutil.iter_modules(__path__) if m.name.startswith("cmd_")]
+    return sorted(mods, key=lambda m: getattr(m, "ORDER", 100))
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, as for every other user error
+        self.exit(EXIT_USER_ERROR, f"cnnzoo: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cnnzoo",
+                     description="Classic image CNNs from LeNet-5 to EfficientNetV2: build, see, "
+                                 "train, measure and export them.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for mod in _commands():
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
+        mod.configure(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except CnnzooError as exc:
+        print(f"cnnzoo: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        print(f"cnnzoo: error: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("cnnzoo: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Seeing the networks: counts, summaries, diagrams, receptive fields, the evolution atlas."""

@@ -136,40 +136,54 @@ def default_source(name: str) -> str:
     return "torchvision" if "torchvision" in sources else sorted(sources)[0]
 
 
-def load_pretrained(model: nn.Module, source: str | bool, name: str | None = None) -> list[str]:
-    """Load weights from a named source, a URL or a local file; returns what was not loaded."""
+def load_pretrained(model: nn.Module, source: str | bool | os.PathLike | Mapping[str, torch.Tensor],
+                    name: str | None = None) -> list[str]:
+    """Load weights from a named source, a URL, a local file or an in-memory state dict.
+
+    Returns the keys that were not loaded (a classifier of another size), after warning.
+    """
     name = name or getattr(model, "model_name", None)
     src: WeightsSource | None = None
-    if source is True:
-        source = default_source(name or "")
-    if not isinstance(source, (str, os.PathLike)):
-        raise WeightsError(f"pretrained must be a source name, a path or a URL, got {source!r}")
-    source = os.fspath(source)
-    if is_named_source(source) and not os.path.exists(source):
-        src = resolve(name or "", source)
-        path = fetch_source(src)
-    elif source.startswith(("http://", "https://")):
-        path = fetch_url(source)
-    elif os.path.exists(source) or os.sep in source or \
-            source.endswith((".safetensors", ".pth", ".pt", ".bin")):
-        path = source
+    if isinstance(source, Mapping):  # e.g. a torchvision model's state_dict(), already in memory
+        state, described = dict(source), "the given state dict"
     else:
-        raise WeightsError(f"unknown weights source {source!r} for {name or 'the model'}: give "
-                           f"'torchvision', 'timm', a URL or a .safetensors/.pth file")
-    state, naming = to_ours(model, name, load_state_dict(path),
-                            prefer=src.source if src else None)
+        path = _locate(source, name)
+        if isinstance(path, WeightsSource):
+            src, path = path, fetch_source(path)
+        state, described = load_state_dict(path), src.spec if src else str(path)
+    state, naming = to_ours(model, name, state, prefer=src.source if src else None)
     notes = [n for n in [_adapt_first_conv(model, state)] if n]
     classifier = getattr(getattr(model, "default_cfg", None), "classifier", None)
     theirs = state.get(f"{classifier}.weight") if classifier else None
-    described = src.spec if src else str(path)
     skipped = load_into(model, state, source=f"{described} ({naming} naming)")
     if src:
         _apply_preprocessing(model, src)
     if skipped:
         had = f"{theirs.shape[0]}" if theirs is not None else "another number of"
-        notes.append(f"classifier {classifier} re-initialised for {model.num_classes} classes "
+        notes.append(f"classifier {classifier} not loaded: the model is headless" if
+                     not getattr(model, "num_classes", 1) else
+                     f"classifier {classifier} re-initialised for {model.num_classes} classes "
                      f"(the weights have {had})")
     if notes:
         warnings.warn(f"{name or 'model'}: {'; '.join(notes)}; the rest loaded from {described}",
                       PretrainedWarning, stacklevel=3)
     return skipped
+
+
+def _locate(source, name: str | None) -> WeightsSource | str:
+    """A named source's table row, or the local path of a file or (downloaded) URL."""
+    if source is True:
+        source = default_source(name or "")
+    if not isinstance(source, (str, os.PathLike)):
+        raise WeightsError(f"pretrained must be a source name, a path, a URL or a state dict, "
+                           f"got {type(source).__name__}")
+    source = os.fspath(source)
+    if is_named_source(source) and not os.path.exists(source):
+        return resolve(name or "", source)
+    if source.startswith(("http://", "https://")):
+        return str(fetch_url(source))
+    if os.path.exists(source) or os.sep in source or \
+            source.endswith((".safetensors", ".pth", ".pt", ".bin")):
+        return source
+    raise WeightsError(f"unknown weights source {source!r} for {name or 'the model'}: give "
+                       f"'torchvision', 'timm', a URL or a .safetensors/.pth file")

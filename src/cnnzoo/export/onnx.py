@@ -12,6 +12,7 @@ static graph the tracer captures exactly (the parity check would say otherwise).
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
@@ -91,18 +92,27 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *,
     diff: list[float] = []
 
     def write(tmp: str) -> None:
+        buffer = io.BytesIO()
         with warnings.catch_warnings():
             # The legacy exporter announces its deprecation, and tracing warns about
             # shape checks it freezes; the onnxruntime comparison below is the real check.
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (example,), tmp, dynamo=False, opset_version=opset,
-                              input_names=["input"], output_names=["logits"],
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-        proto = onnx.load(tmp)
+            try:
+                torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=opset,
+                                  input_names=["input"], output_names=["logits"],
+                                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+            except torch.onnx.errors.OnnxExporterError as exc:
+                what = str(exc).strip().splitlines()[0].split(" Please feel free")[0]
+                raise ExportError(f"ONNX opset {opset} cannot express this model at input "
+                                  f"{'x'.join(map(str, input_size))}: {what}") from None
+        proto = onnx.load_from_string(buffer.getvalue())
+        del buffer
         for key, value in _metadata(model, opset, input_size).items():
             proto.metadata_props.add(key=key, value=value)
-        onnx.checker.check_model(proto)
+        # No separate onnx.checker pass: onnxruntime validates the graph as it loads it below,
+        # and the checker would serialise a VGG's 500 MB once more.
         onnx.save(proto, tmp)
+        del proto
         session = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
         got = session.run(None, {"input": batch.numpy()})[0]
         diff.append(float((torch.from_numpy(got) - expected).abs().max()))

@@ -42,7 +42,7 @@ def test_malicious_pickle_is_refused_without_running(tmp_path, writer, suffix):
         torch.save(_malicious_state(marker), path)
     else:  # the pre-1.6 plain-pickle format
         with open(path, "wb") as f:
-            pickle.dump(_malicious_state(marker), f)
+            pickle.dump(_malicious_state(marker), f, protocol=2)
     with pytest.raises(WeightsError) as err:
         create_model("resnet18", pretrained=str(path))
     assert not marker.exists()

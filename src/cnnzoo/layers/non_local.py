@@ -53,4 +53,5 @@ class NonLocal(nn.Module):
         b, _, h, w = x.shape
         g = self.pool(self.g(x)).flatten(2).transpose(1, 2)
         y = torch.bmm(self.attention(x), g).transpose(1, 2).reshape(b, -1, h, w)
-        return self.out(y) + x
+        # x first: the sum keeps x's memory layout, so a fresh block is bit-exact identity.
+        return x + self.out(y)

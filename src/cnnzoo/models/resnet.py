@@ -1,4 +1,4 @@
-"""ResNet, ResNeXt and Wide ResNet: one configurable network.
+"""ResNet, ResNeXt and Wide ResNet, and the attention/conv-variant networks built on them.
 
 - ResNet (He, Zhang, Ren, Sun 2015, 'Deep Residual Learning for Image Recognition', arXiv
   1512.03385, Table 1): identity shortcuts let 152-layer networks train; basic 3x3-3x3 blocks for
@@ -7,6 +7,10 @@
 - ResNeXt (Xie et al. 2016, arXiv 1611.05431, Table 1): the bottleneck's 3x3 becomes a grouped
   convolution of ``cardinality`` groups of ``base_width`` channels.
 - Wide ResNet (Zagoruyko & Komodakis 2016, arXiv 1605.07146): the bottleneck twice as wide.
+- SE-ResNet, SE-ResNeXt, SENet-154 (Hu et al. 2017, arXiv 1709.01507), CBAM-ResNet (Woo et al.
+  2018, arXiv 1807.06521): the same networks with an attention block in every residual branch.
+- Non-local ResNet (Wang et al. 2017, arXiv 1711.07971): non-local blocks between residual blocks.
+- DCNv2 ResNet (Zhu et al. 2018, arXiv 1811.11168): deformable 3x3s in the last three stages.
 
 The stride of a downsampling bottleneck sits on its 3x3 convolution, not the first 1x1 (the
 'ResNet v1.5' of torchvision and timm): same parameters, better accuracy, weight-compatible.

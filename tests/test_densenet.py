@@ -56,6 +56,9 @@ def test_memory_efficient_gives_the_same_outputs_and_gradients():
     assert g_p.keys() == g_e.keys()
     for name in g_p:
         torch.testing.assert_close(g_e[name], g_p[name], rtol=0, atol=1e-6, msg=name)
+    # The backward pass recomputes BN in train mode; running statistics must still match.
+    for (name, b_p), b_e in zip(plain.named_buffers(), efficient.buffers()):
+        torch.testing.assert_close(b_e, b_p, rtol=0, atol=1e-6, msg=name)
 
 
 def _saved_tensor_bytes(model: nn.Module, x: torch.Tensor) -> int:

@@ -158,7 +158,7 @@ class InceptionOutputs(NamedTuple):
 
 def run_with_aux(blocks: nn.Sequential, x: torch.Tensor,
                  aux_heads: Mapping[str, nn.Module]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Run ``blocks`` in order, feeding the output of each block named in ``aux_heads`` to its head."""
+    """Run ``blocks`` in order; the output of each block named in ``aux_heads`` feeds its head."""
     aux = []
     for name, block in blocks.named_children():
         x = block(x)
@@ -194,7 +194,7 @@ class AuxHeadsMixin:
 
 
 def init_weights(model: nn.Module) -> None:
-    """He init for convs (every one is followed by BN and ReLU), small normal for linear layers."""
+    """He init for convs (each is followed by BN and ReLU), small normal for linear layers."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

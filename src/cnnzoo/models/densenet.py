@@ -10,11 +10,13 @@ channels) is the wider one the authors released with their code.
 ``memory_efficient=True`` (Pleiss et al. 2017, 'Memory-Efficient Implementation of DenseNets',
 arXiv 1707.06990) recomputes each layer's concatenation + BN + ReLU + 1x1 in the backward pass
 instead of storing them, which turns the block's quadratic activation memory linear; outputs and
-gradients are unchanged. As in torchvision, BN running statistics see that recomputation too.
+gradients are unchanged. Unlike torchvision's, the recomputation leaves BN running statistics
+alone, so they too match ``memory_efficient=False`` after training.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +26,18 @@ from torch import nn
 from ..layers.classifier import ClassifierHead
 from ..registry import DefaultCfg, ModelCard, register_model
 from .base import ZooNet
+
+
+@contextmanager
+def _frozen_running_stats(bn: nn.BatchNorm2d):
+    """The backward pass re-runs BN in train mode; momentum 0 keeps it from updating twice."""
+    momentum, tracked = bn.momentum, bn.num_batches_tracked.clone()
+    bn.momentum = 0.0
+    try:
+        yield
+    finally:
+        bn.momentum = momentum
+        bn.num_batches_tracked.copy_(tracked)
 
 
 class DenseLayer(nn.Module):
@@ -45,10 +59,14 @@ class DenseLayer(nn.Module):
     def bottleneck(self, *features: torch.Tensor) -> torch.Tensor:
         return self.conv1(self.act1(self.norm1(torch.cat(features, 1))))
 
+    def _checkpoint_contexts(self):
+        return nullcontext(), _frozen_running_stats(self.norm1)
+
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         if self.memory_efficient and torch.is_grad_enabled() and any(
                 f.requires_grad for f in features):
-            x = cp.checkpoint(self.bottleneck, *features, use_reentrant=False)
+            x = cp.checkpoint(self.bottleneck, *features, use_reentrant=False,
+                              context_fn=self._checkpoint_contexts)
         else:
             x = self.bottleneck(*features)
         return self.drop(self.conv2(self.act2(self.norm2(x))))

@@ -1,4 +1,5 @@
-"""GoogLeNet, or Inception v1 (Szegedy et al. 2014, 'Going Deeper with Convolutions', arXiv 1409.4842).
+"""GoogLeNet, or Inception v1 (Szegedy et al. 2014, 'Going Deeper with Convolutions',
+arXiv 1409.4842).
 
 Nine Inception modules (Table 1) stacked on a small conventional stem, global average pooling
 instead of big dense layers, and two auxiliary classifiers on inception (4a) and (4d) whose losses

@@ -108,12 +108,15 @@ class InceptionV4(ZooNet):
         super().__init__()
         self.num_classes = num_classes
         self.stem = stem(in_chans)
+        def repeat(make, cin: int, name: str) -> nn.Sequential:
+            return nn.Sequential(*[make(cin, attn) for _ in range(DEPTHS[name])])
+
         self.stages = nn.Sequential(OrderedDict(
-            inception_a=nn.Sequential(*[inception_a(384, attn) for _ in range(DEPTHS["inception_a"])]),
+            inception_a=repeat(inception_a, 384, "inception_a"),
             reduction_a=reduction_a(384, **REDUCTION_A, attn=attn),
-            inception_b=nn.Sequential(*[inception_b(1024, attn) for _ in range(DEPTHS["inception_b"])]),
+            inception_b=repeat(inception_b, 1024, "inception_b"),
             reduction_b=reduction_b(1024, attn),
-            inception_c=nn.Sequential(*[inception_c(1536, attn) for _ in range(DEPTHS["inception_c"])]),
+            inception_c=repeat(inception_c, 1536, "inception_c"),
         ))
         self.feature_info = [
             dict(num_chs=64, reduction=2, module="stem.conv2b"),

@@ -8,6 +8,7 @@ import torchvision
 from torch import nn
 
 from cnnzoo import create_model
+from cnnzoo.errors import InputSizeError
 from cnnzoo.inspect.counts import count_params, registered_param_count
 from cnnzoo.layers.inception import InceptionModule, InceptionOutputs, Towers
 from cnnzoo.layers.squeeze_excite import SqueezeExcite
@@ -76,6 +77,14 @@ def test_aux_heads_only_in_train_mode_with_their_loss_weights(name, heads, weigh
     assert isinstance(plain, torch.Tensor) and plain.shape == (2, 10)
     model.reset_classifier(3)
     assert all(a.shape == (2, 3) for a in model.train()(x).aux_logits)
+
+
+def test_aux_head_on_a_too_small_input_is_a_clear_input_size_error():
+    model = create_model("inception_v3", aux_logits=True).train()
+    with pytest.raises(InputSizeError, match="aux_logits=False"):
+        model(torch.randn(2, 3, 200, 200))
+    with torch.no_grad():  # eval mode skips the aux head, so the same input is fine
+        assert model.eval()(torch.randn(2, 3, 200, 200)).shape == (2, 1000)
 
 
 def test_models_without_aux_heads_return_plain_logits_in_train_mode():

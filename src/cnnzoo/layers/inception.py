@@ -19,6 +19,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ..errors import InputSizeError
 from .attention import AttnLike, create_attn
 from .conv_norm_act import ConvNormAct
 
@@ -124,6 +125,7 @@ class AuxClassifier(nn.Module):
             layers.append(conv(cin, out_chs, k, padding=0))
             cin = out_chs
         self.convs = nn.Sequential(*layers)
+        self.min_grid = max((k for _, k in convs), default=1)
         self.global_pool = nn.AdaptiveAvgPool2d(1) if flat_size == 1 else nn.Identity()
         self.flatten = nn.Flatten(1)
         features = cin * flat_size
@@ -139,7 +141,13 @@ class AuxClassifier(nn.Module):
         self.fc = nn.Linear(self.in_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.flatten(self.global_pool(self.convs(self.pool(x))))
+        x = self.pool(x)
+        if min(x.shape[-2:]) < self.min_grid:
+            raise InputSizeError(
+                f"the auxiliary classifier needs at least a {self.min_grid}x{self.min_grid} map "
+                f"after its pooling but got {x.shape[-2]}x{x.shape[-1]}: use the model's default "
+                f"input size, or aux_logits=False")
+        x = self.flatten(self.global_pool(self.convs(x)))
         if hasattr(self, "fc1"):
             x = self.act(self.fc1(x))
         return self.fc(self.drop(x))

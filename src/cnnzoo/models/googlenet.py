@@ -45,7 +45,10 @@ FEATURES = ("stem.conv1", "stem.conv3", "blocks.inception_3b", "blocks.inception
 
 
 class GoogLeNet(AuxHeadsMixin, ZooNet):
-    """GoogLeNet; ``aux_logits=True`` adds the two auxiliary heads (returned in training mode)."""
+    """GoogLeNet; ``aux_logits=True`` adds the two auxiliary heads (returned in training mode).
+
+    Dropout rates are Section 5's: 40% before the main classifier, 70% in the auxiliary ones.
+    """
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, aux_logits: bool = False,
                  drop_rate: float = 0.4, aux_drop_rate: float = 0.7, five: str = "3x3",

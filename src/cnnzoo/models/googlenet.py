@@ -94,7 +94,7 @@ register_model(
         family="Inception", year=2014, paper="Going Deeper with Convolutions", arxiv="1409.4842",
         innovation="Inception module: parallel 1x1/3x3/5x5/pool towers with 1x1 reductions.",
         top1=None,
-        top1_source="the paper reports top-5 only: 6.67% test error (7-model ensemble, 144 crops; "
-                    "Tables 2-3); single model, 1 crop: 10.07% top-5 error (Table 5)"),
+        top1_source="the paper reports top-5 error only: 6.67% on the ILSVRC-2014 test set for "
+                    "its 7-model, 144-crop ensemble (Section 7); no top-1"),
     cfg=DefaultCfg(first_conv="stem.conv1.conv", classifier="head.fc"),
 )

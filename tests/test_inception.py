@@ -139,7 +139,7 @@ def test_bn_inception_param_count_follows_figure5_of_the_bn_paper():
 
 
 def test_se_inception_v3_adds_one_se_per_module_with_reduction_16():
-    # SE paper (arXiv 1709.01507), Fig. 2 and Section 6.1: SE after every Inception module,
+    # SE paper (arXiv 1709.01507), Fig. 2, reduction ratio r = 16: SE after every Inception module,
     # bottleneck C/16, two biased FC layers: 2*C*(C/16) + C/16 + C parameters each. The module
     # outputs are those of Inception v3's Table 1 grid: 3 x 35x35, 5 x 17x17, 3 x 8x8 (the
     # reductions included).

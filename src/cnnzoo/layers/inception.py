@@ -108,7 +108,7 @@ class InceptionModule(Towers):
 
 
 class AuxClassifier(nn.Module):
-    """An auxiliary classifier on an intermediate map (GoogLeNet Section 5, Inception v3 Section 7).
+    """An auxiliary classifier on an intermediate map (GoogLeNet Section 5, Inception v3 Section 4).
 
     ``pool`` shrinks the map, ``convs`` is a list of ``(out_chs, kernel)``, then either a hidden
     dense layer (GoogLeNet: 1024 units, dropout 0.7) on the flattened map, or a global average

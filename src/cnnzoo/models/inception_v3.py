@@ -6,7 +6,7 @@ whose 5x5 is factorised into 3x3s (Figure 5), four 17x17 modules with n x 1 / 1 
 7x7s (Figure 6, n = 7), two 8x8 modules with expanded 1x3 / 3x1 filter banks (Figure 7), and
 grid-size reductions that run a strided conv tower next to a strided pool (Section 5, Figure 10)
 so the representation shrinks without a bottleneck. The BN'd auxiliary head on the 17x17 grid
-(Section 7) acts as a regulariser.
+(Section 4) acts as a regulariser.
 
 Channel counts that Table 1 leaves implicit follow the released model (torchvision and timm agree),
 so their weights load. ``attn='se'`` puts attention on each module's output, as the SE paper builds
@@ -139,7 +139,7 @@ def _build(num_classes=1000, in_chans=3, **kwargs):
 
 
 def _build_se(num_classes=1000, in_chans=3, **kwargs):
-    # The SE paper's reduction ratio r = 16 exactly (its Section 6.1), so no rounding of C/16.
+    # The SE paper's reduction ratio r = 16, exactly C/16 channels (no rounding to multiples of 8).
     kwargs.setdefault("attn", partial(get_attn("se"), rd_ratio=1 / 16, rd_divisor=1))
     return InceptionV3(num_classes=num_classes, in_chans=in_chans, **kwargs)
 

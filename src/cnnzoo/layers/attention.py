@@ -11,17 +11,23 @@ from typing import Callable
 
 from torch import nn
 
+from .cbam import CBAM
+from .non_local import NonLocal
 from .squeeze_excite import SqueezeExcite
 
 AttnLike = str | type[nn.Module] | Callable[..., nn.Module] | None
 
 _ATTENTION: dict[str, Callable[..., nn.Module]] = {
-    "se": SqueezeExcite,
+    "se": SqueezeExcite,  # SENet (arXiv 1709.01507)
+    "cbam": CBAM,  # CBAM (arXiv 1807.06521)
+    # Non-local (arXiv 1711.07971) as an in-branch block; its paper inserts whole blocks between
+    # residual blocks instead, which the ResNet family does with ``nl_blocks``.
+    "nl": NonLocal,
 }
 
 
 def register_attn(name: str, factory: Callable[..., nn.Module]) -> None:
-    """Add an attention block to the table (later modules add CBAM, non-local, ...)."""
+    """Add an attention block (``factory(chs, **kwargs) -> nn.Module``) to the table."""
     if name in _ATTENTION and _ATTENTION[name] is not factory:
         raise ValueError(f"attention {name!r} is already registered")
     _ATTENTION[name] = factory

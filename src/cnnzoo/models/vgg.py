@@ -13,6 +13,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from ..layers.attention import AttnLike, create_attn
 from ..layers.classifier import MLPHead
 from ..layers.conv_norm_act import ConvNormAct
 from ..registry import DefaultCfg, ModelCard, register_model
@@ -30,7 +31,7 @@ VGG_CONFIGS: dict[str, tuple[tuple[int, ...], ...]] = {
 
 class VGG(ZooNet):
     def __init__(self, config: str = "D", num_classes: int = 1000, in_chans: int = 3,
-                 batch_norm: bool = False, drop_rate: float = 0.5):
+                 batch_norm: bool = False, drop_rate: float = 0.5, attn: AttnLike = None):
         super().__init__()
         self.num_classes = num_classes
         stages = []
@@ -43,6 +44,13 @@ class VGG(ZooNet):
                 layers[f"conv{j}"] = ConvNormAct(cin, width, 3, padding=1, bias=True,
                                                  norm_layer=nn.BatchNorm2d if batch_norm else None)
                 cin = width
+            # ``attn``: VGG has no residual branch, so the block recalibrates each stage's output
+            # before its pooling, as the SE paper does for non-residual networks (its Section 4:
+            # the block follows a whole transformation). Absent unless asked for, so the plain
+            # networks keep torchvision's weight names.
+            block = create_attn(attn, cin)
+            if block is not None:
+                layers["attn"] = block
             layers["pool"] = nn.MaxPool2d(2, 2)
             stages.append(nn.Sequential(layers))
             self.feature_info.append(dict(num_chs=cin, reduction=2 ** (i + 1), module=f"stages.{i}"))
@@ -57,13 +65,18 @@ class VGG(ZooNet):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
+        # Attention blocks that must start as identity (non-local) restore their own init.
+        for m in self.modules():
+            if hasattr(m, "init_weights"):
+                m.init_weights()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(x)

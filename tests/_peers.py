@@ -36,14 +36,23 @@ def _materialise(model: nn.Module, seed: int) -> nn.Module:
     return model
 
 
+# torchvision's Inception v3 auxiliary head needs >= 299 px input in training mode (which the BN
+# calibration uses); the main network is what is compared.
+PEER_KWARGS = {
+    ("torchvision", "googlenet"): dict(init_weights=False),
+    ("torchvision", "inception_v3"): dict(init_weights=False, aux_logits=False),
+}
+
+
 def build_peer(source: str, name: str, side: int, seed: int = 0) -> nn.Module:
+    kwargs = PEER_KWARGS.get((source, name), {})
     with torch.device("meta"):
         if source == "torchvision":
             import torchvision
-            model = torchvision.models.get_model(name, weights=None)
+            model = torchvision.models.get_model(name, weights=None, **kwargs)
         else:
             import timm
-            model = timm.create_model(name, pretrained=False)
+            model = timm.create_model(name, pretrained=False, **kwargs)
     model = _materialise(model, seed)
     calibrate_bn(model, side)
     return model.eval()

@@ -56,17 +56,22 @@ def test_peer_table_names_registered_models_and_known_layouts():
     assert all(p.ours in list_models() for p in LANDED)
 
 
-def test_registered_names_that_torchvision_also_has_are_in_the_table():
+def test_registered_names_that_torchvision_or_timm_also_have_are_in_the_table():
+    import timm
     import torchvision
-    shared = set(list_models()) & set(torchvision.models.list_models(torchvision.models))
-    covered = {p.ours for p in PEERS if p.source == "torchvision"}
-    assert shared - covered == set()
+    ours = set(list_models())
+    for source, theirs in (("torchvision", torchvision.models.list_models(torchvision.models)),
+                           ("timm", timm.list_models())):
+        covered = {p.ours for p in PEERS if p.source == source}
+        assert ours & set(theirs) - covered == set(), source
 
 
-def test_every_peer_has_official_weights_listed():
+def test_every_torchvision_peer_has_official_weights_listed():
     for p in LANDED:
         rows = [r for r in available(p.ours) if r.source == p.source]
-        assert rows, p
+        assert rows or p.source == "timm", p  # timm has a few architectures without weights
+        if not rows:
+            continue
         assert all(r.url.startswith("https://") for r in rows)
         assert sum(r.default for r in rows) == 1
         if p.source == "torchvision":  # torchvision names every file by its sha256 prefix
@@ -221,3 +226,24 @@ def test_url_download_is_checked_against_the_hash_in_its_name(torch_home, tmp_pa
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert (ours(x) - theirs(x)).abs().max().item() <= 1e-5
+
+
+def test_torchvision_densenet_files_in_their_pre_0_4_key_spelling_load():
+    # torchvision's published DenseNet files say 'denselayer1.norm.1.weight', not 'norm1'.
+    import re
+    theirs = build_peer("torchvision", "densenet121", 64)
+    old = {re.sub(r"(denselayer\d+\.(?:norm|conv))([12])\.", r"\1.\2.", k): v
+           for k, v in theirs.state_dict().items()}
+    assert any(".norm.1." in k for k in old)
+    ours = build_ours_from("densenet121", old)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (ours(x) - theirs(x)).abs().max().item() <= 1e-5
+
+
+def test_auxiliary_heads_are_imported_when_the_model_builds_them():
+    theirs = build_peer("torchvision", "googlenet", 64)
+    ours = build_ours_from("googlenet", theirs.state_dict(), aux_logits=True)
+    mine, tv = ours.state_dict(), theirs.state_dict()
+    assert torch.equal(mine["aux_heads.inception_4d.fc.weight"], tv["aux2.fc2.weight"])
+    assert torch.equal(mine["aux_heads.inception_4a.convs.0.conv.weight"], tv["aux1.conv.conv.weight"])

@@ -18,6 +18,13 @@ from .sources import HASH_IN_NAME
 HERE = Path(__file__).parent
 
 
+# torchvision builds these with ``transform_input=True`` whenever it loads their weights: the
+# network itself re-normalises ImageNet-normalised input to (x - 0.5) / 0.5, the Inception
+# convention the weights were trained with. Ours has no such step, so that normalisation is the
+# preprocessing that travels with these weights.
+_TRANSFORM_INPUT = {"googlenet", "inception_v3"}
+
+
 def _torchvision(peer) -> list[dict]:
     from torchvision.models import get_model_weights
     enum = get_model_weights(peer.name)
@@ -30,11 +37,13 @@ def _torchvision(peer) -> list[dict]:
         crop, resize = t.crop_size[0], t.resize_size[0]
         file = w.url.rsplit("/", 1)[-1]
         found = HASH_IN_NAME.search(file)
+        mean, std = (list(t.mean), list(t.std)) if peer.name not in _TRANSFORM_INPUT else \
+            ([0.5] * 3, [0.5] * 3)
         rows.append(dict(
             source="torchvision", tag=w.name, default=w == enum.DEFAULT, peer=peer.name,
             url=w.url, file=file, sha256_prefix=found.group(1) if found else None,
             input_size=[3, crop, crop], resize_size=resize, crop_pct=round(crop / resize, 4),
-            interpolation=t.interpolation.value, mean=list(t.mean), std=list(t.std),
+            interpolation=t.interpolation.value, mean=mean, std=std,
             top1=w.meta["_metrics"]["ImageNet-1K"]["acc@1"]))
     return rows
 
@@ -48,11 +57,13 @@ def _timm(peer) -> list[dict]:
         # The Hugging Face copy is safetensors; its name carries no checksum (see sources.py).
         url = f"https://huggingface.co/{cfg.hf_hub_id}/resolve/main/model.safetensors"
         file, prefix = cfg.hf_hub_id.replace("/", "--") + ".safetensors", None
-    else:
+    elif cfg.url:
         url = cfg.url
         file = url.rsplit("/", 1)[-1]
         found = HASH_IN_NAME.search(file)
         prefix = found.group(1) if found else None
+    else:  # timm has the architecture but publishes no weights for it
+        return []
     size = cfg.input_size[-1]
     return [dict(
         source="timm", tag=cfg.tag, default=True, peer=peer.name, url=url, file=file,

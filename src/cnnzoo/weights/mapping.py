@@ -31,6 +31,7 @@ SOURCES = ("torchvision", "timm")
 class Rename:
     pattern: str
     template: str | None
+    optional: bool = False  # dropped when our model lacks the target (an aux head not built)
 
 
 @dataclass(frozen=True)
@@ -41,24 +42,104 @@ class InOrder:
 
 Rule = Rename | InOrder
 
-# torchvision and timm name ResNet, ResNeXt and Wide ResNet alike (timm kept torchvision's names).
-_RESNET = (
-    Rename(r"conv1\.", "stem.conv."),
-    Rename(r"bn1\.", "stem.bn."),
+# torchvision and timm name ResNet, ResNeXt and Wide ResNet alike (timm kept torchvision's names);
+# timm's SE-ResNets add `se` in each block.
+_RESNET_BODY = (
     Rename(r"layer(?P<s>\d)\.(?P<b>\d+)\.conv(?P<n>\d)\.", "stages.{s-1}.blocks.{b}.conv{n}.conv."),
     Rename(r"layer(?P<s>\d)\.(?P<b>\d+)\.bn(?P<n>\d)\.", "stages.{s-1}.blocks.{b}.conv{n}.bn."),
     Rename(r"layer(?P<s>\d)\.(?P<b>\d+)\.downsample\.0\.",
            "stages.{s-1}.blocks.{b}.downsample.conv."),
     Rename(r"layer(?P<s>\d)\.(?P<b>\d+)\.downsample\.1\.",
            "stages.{s-1}.blocks.{b}.downsample.bn."),
+    Rename(r"layer(?P<s>\d)\.(?P<b>\d+)\.se\.", "stages.{s-1}.blocks.{b}.attn."),
     Rename(r"fc\.", "head.fc."),
+)
+_RESNET = (Rename(r"conv1\.", "stem.conv."), Rename(r"bn1\.", "stem.bn."), *_RESNET_BODY)
+# timm's 'legacy_senet154' is the SENet authors' Caffe network (its stem max-pools with
+# ceil_mode, as ours does); timm's newer 'senet154' pools with padding and computes another function.
+_LEGACY_SENET = (
+    Rename(r"layer0\.conv(?P<n>[123])\.", "stem.conv{n}.conv."),
+    Rename(r"layer0\.bn(?P<n>[123])\.", "stem.conv{n}.bn."),
+    Rename(r"layer(?P<s>\d)\.(?P<b>\d+)\.se_module\.", "stages.{s-1}.blocks.{b}.attn."),
+    Rename(r"last_linear\.", "head.fc."),
+    *_RESNET_BODY,
 )
 
 # VGG's convolutions (and their BNs) are numbered through one Sequential, pools included.
 _VGG_FEATURES = InOrder(r"features\.\d+\.", r"stages\.\d+\.conv\d+\.(?:conv|bn)\.")
 
-LAYOUTS: dict[str, tuple[Rule, ...]] = {
+# GoogLeNet: torchvision numbers the four branches; we name them by their widest kernel.
+_GOOGLENET = (
+    Rename(r"conv(?P<n>[123])\.", "stem.conv{n}."),
+    Rename(r"inception(?P<b>\d[a-e])\.branch1\.", "blocks.inception_{b}.branch1x1."),
+    Rename(r"inception(?P<b>\d[a-e])\.branch2\.", "blocks.inception_{b}.branch3x3."),
+    Rename(r"inception(?P<b>\d[a-e])\.branch3\.", "blocks.inception_{b}.branch5x5."),
+    Rename(r"inception(?P<b>\d[a-e])\.branch4\.", "blocks.inception_{b}.branch_pool."),
+    Rename(r"aux1\.conv\.", "aux_heads.inception_4a.convs.0.", optional=True),
+    Rename(r"aux1\.fc1\.", "aux_heads.inception_4a.fc1.", optional=True),
+    Rename(r"aux1\.fc2\.", "aux_heads.inception_4a.fc.", optional=True),
+    Rename(r"aux2\.conv\.", "aux_heads.inception_4d.convs.0.", optional=True),
+    Rename(r"aux2\.fc1\.", "aux_heads.inception_4d.fc1.", optional=True),
+    Rename(r"aux2\.fc2\.", "aux_heads.inception_4d.fc.", optional=True),
+    Rename(r"fc\.", "head.fc."),
+)
+
+# Inception v3 (torchvision, and timm's port of it): 'Mixed_7b.branch3x3dbl_3a' is our
+# 'blocks.mixed_7b.branch3x3dbl.2.a' (its n-th conv counted from 1, the a/b halves of a split).
+_INCEPTION_V3 = (
+    Rename(r"Conv2d_(?P<n>\d[ab])_\d+x\d+\.", "stem.conv{n}."),
+    Rename(r"Mixed_(?P<b>\d[a-e])\.branch(?P<k>[0-9a-z]+)_(?P<i>\d)(?P<h>[ab])\.",
+           "blocks.mixed_{b}.branch{k}.{i-1}.{h}."),
+    Rename(r"Mixed_(?P<b>\d[a-e])\.branch(?P<k>[0-9a-z]+)_(?P<i>\d)\.",
+           "blocks.mixed_{b}.branch{k}.{i-1}."),
+    Rename(r"Mixed_(?P<b>\d[a-e])\.branch_pool\.", "blocks.mixed_{b}.branch_pool.1."),
+    Rename(r"Mixed_(?P<b>\d[a-e])\.", "blocks.mixed_{b}."),
+    Rename(r"AuxLogits\.conv(?P<i>[01])\.", "aux_heads.mixed_6e.convs.{i}.", optional=True),
+    Rename(r"AuxLogits\.fc\.", "aux_heads.mixed_6e.fc.", optional=True),
+    Rename(r"fc\.", "head.fc."),
+)
+
+# DenseNet: torchvision's files predate PyTorch 0.4 and spell 'norm1' as 'norm.1'; both load.
+_DENSENET = (
+    Rename(r"features\.conv0\.", "stem.conv."),
+    Rename(r"features\.norm0\.", "stem.norm."),
+    Rename(r"features\.denseblock(?P<s>\d)\.denselayer(?P<l>\d+)\.(?P<k>norm|conv)\.?(?P<i>[12])\.",
+           "stages.{s-1}.block.layer{l}.{k}{i}."),
+    Rename(r"features\.transition(?P<t>\d)\.", "stages.{t}.transition."),
+    Rename(r"features\.norm5\.", "final_norm.norm."),
+    Rename(r"classifier\.", "head.fc."),
+)
+
+# timm's Inception v4 is one flat Sequential; ours names the stem's and the stages' blocks.
+# Second pass: its split convolutions 'branch1_1a' are our 'branch1.1.a'.
+_INCEPTION_V4 = (
+    (InOrder(r"features\.\d+\.",
+             r"stem\.[^.]+\.|stages\.inception_[abc]\.\d+\.|stages\.reduction_[ab]\."),
+     Rename(r"last_linear\.", "head.fc.")),
+    (Rename(r"(?P<p>.+\.branch\d)_(?P<i>\d)(?P<h>[ab])\.", "{p}.{i}.{h}."),
+     Rename(r"(?P<p>.+\.branch\d)_(?P<i>\d)\.", "{p}.{i}.")),
+)
+
+# timm's Inception-ResNet-v2: 'repeat', 'repeat_1', 'repeat_2' are the 10 x block35,
+# 20 x block17 and the first 9 block8 (the 10th, without ReLU, stands alone as 'block8').
+_INCEPTION_RESNET_V2 = (
+    (Rename(r"conv2d_7b\.", "stages.conv7b."),
+     Rename(r"conv2d_(?P<n>\d[ab])\.", "stem.conv{n}."),
+     Rename(r"mixed_5b\.", "stem.mixed_5b."),
+     Rename(r"mixed_(?P<n>6a|7a)\.", "stages.mixed_{n}."),
+     Rename(r"repeat\.(?P<i>\d+)\.", "stages.block35.{i}."),
+     Rename(r"repeat_1\.(?P<i>\d+)\.", "stages.block17.{i}."),
+     Rename(r"repeat_2\.(?P<i>\d+)\.", "stages.block8.{i}."),
+     Rename(r"block8\.", "stages.block8.9."),
+     Rename(r"classif\.", "head.fc.")),
+    (Rename(r"(?P<p>stages\.block(?:35|17|8)\.\d+\.)branch", "{p}towers.branch"),
+     Rename(r"(?P<p>stages\.block(?:35|17|8)\.\d+\.)conv2d\.", "{p}up.")),
+)
+
+# One pass (a tuple of rules) or several (a tuple of tuples), applied one after the other.
+LAYOUTS: dict[str, tuple] = {
     "resnet": _RESNET,
+    "timm_legacy_senet": _LEGACY_SENET,
     "tv_alexnet": (
         InOrder(r"features\.\d+\.", r"features\.conv\d\.conv\."),
         Rename(r"classifier\.1\.", "head.fc1."),
@@ -76,7 +157,17 @@ LAYOUTS: dict[str, tuple[Rule, ...]] = {
         _VGG_FEATURES,
         Rename(r"pre_logits\.fc(?P<n>[12])\.", "head.fc{n}."),
     ),
+    "googlenet": _GOOGLENET,
+    "inception_v3": _INCEPTION_V3,
+    "densenet": _DENSENET,
+    "timm_inception_v4": _INCEPTION_V4,
+    "timm_inception_resnet_v2": _INCEPTION_RESNET_V2,
 }
+
+
+def _passes(layout: str) -> tuple[tuple[Rule, ...], ...]:
+    rules = LAYOUTS[layout]
+    return rules if isinstance(rules[0], tuple) else (rules,)
 
 
 @dataclass(frozen=True)
@@ -95,13 +186,25 @@ def _peers(source: str, layout: str, names: Mapping[str, str] | Iterable[str]) -
 _RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
             "resnext101_32x8d", "wide_resnet50_2")
 _VGGS = tuple(f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn"))
+_DENSENETS = ("densenet121", "densenet161", "densenet169", "densenet201")
+# timm's 'legacy_se*' ports of the SENet authors' Caffe models are left out: their stem pools
+# with ceil_mode, so they compute another function than the paper's network at most sizes.
+_SE_RESNETS = ("seresnet50", "seresnet101", "seresnext50_32x4d")
 
 PEERS: tuple[Peer, ...] = tuple(
     _peers("torchvision", "tv_alexnet", ["alexnet"])
     + _peers("torchvision", "tv_vgg", _VGGS)
     + _peers("timm", "timm_vgg", _VGGS)
+    + _peers("torchvision", "googlenet", ["googlenet"])
+    + _peers("torchvision", "inception_v3", ["inception_v3"])
+    + _peers("timm", "inception_v3", ["inception_v3"])
     + _peers("torchvision", "resnet", _RESNETS)
-    + _peers("timm", "resnet", _RESNETS)
+    + _peers("timm", "resnet", _RESNETS + _SE_RESNETS)
+    + _peers("timm", "timm_legacy_senet", {"senet154": "legacy_senet154"})
+    + _peers("torchvision", "densenet", _DENSENETS)
+    + _peers("timm", "densenet", _DENSENETS)
+    + _peers("timm", "timm_inception_v4", ["inception_v4"])
+    + _peers("timm", "timm_inception_resnet_v2", ["inception_resnet_v2"])
 )
 
 
@@ -136,19 +239,22 @@ def rename_keys(state: Mapping[str, torch.Tensor], layout: str,
     ``own`` is our model's state dict: ``InOrder`` rules pair against its order, and a tensor
     stored as a 1x1 or kxk convolution where we hold a dense layer (or back) is reshaped.
     """
-    rules = LAYOUTS[layout]
-    orders: dict[str, str] = {}
-    for rule in rules:
-        if isinstance(rule, InOrder):
-            src = sorted(_prefixes(state, rule.source), key=_natural)
-            dst = _prefixes(own, rule.ours)
-            if len(src) == len(dst):
-                orders.update(zip(src, dst))
+    for rules in _passes(layout):
+        orders: dict[str, str] = {}
+        for rule in rules:
+            if isinstance(rule, InOrder):
+                src = sorted(_prefixes(state, rule.source), key=_natural)
+                dst = _prefixes(own, rule.ours)
+                if len(src) == len(dst):
+                    orders.update(zip(src, dst))
+        renamed = {}
+        for key, value in state.items():
+            new = _rename(key, rules, orders, own)
+            if new is not None:
+                renamed[new] = value
+        state = renamed
     out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        new = _rename(key, rules, orders)
-        if new is None:
-            continue
+    for new, value in state.items():
         target = own.get(new)
         if (target is not None and target.shape != value.shape and target.numel() == value.numel()
                 and target.dim() >= 2 and value.dim() >= 2 and target.shape[0] == value.shape[0]):
@@ -157,7 +263,8 @@ def rename_keys(state: Mapping[str, torch.Tensor], layout: str,
     return out
 
 
-def _rename(key: str, rules: tuple[Rule, ...], orders: dict[str, str]) -> str | None:
+def _rename(key: str, rules: tuple[Rule, ...], orders: dict[str, str],
+            own: Mapping[str, torch.Tensor]) -> str | None:
     for rule in rules:
         if isinstance(rule, InOrder):
             m = re.match(rule.source, key)
@@ -168,5 +275,6 @@ def _rename(key: str, rules: tuple[Rule, ...], orders: dict[str, str]) -> str | 
         if m:
             if rule.template is None:
                 return None
-            return _fill(rule.template, m.groupdict()) + key[m.end():]
+            new = _fill(rule.template, m.groupdict()) + key[m.end():]
+            return None if rule.optional and new not in own else new
     return key

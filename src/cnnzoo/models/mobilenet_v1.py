@@ -40,7 +40,9 @@ def mobilenet_v1(alpha: float = 1.0, num_classes: int = 1000, in_chans: int = 3,
         raise ValueError(f"alpha must be > 0, got {alpha}")
     # Channels are rounded to multiples of 8 as timm does; for the paper's alphas (1, 0.75, 0.5,
     # 0.25) this equals the paper's alpha * M exactly.
-    width = lambda c: make_divisible(c * alpha, 8)  # noqa: E731
+    def width(chs: int) -> int:
+        return make_divisible(chs * alpha, 8)
+
     cin = width(STEM)
     stages = []
     for out, stride, repeats in STAGES:

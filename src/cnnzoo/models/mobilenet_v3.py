@@ -43,7 +43,9 @@ STEM = 16
 def mobilenet_v3(size: str = "large", width_mult: float = 1.0, num_classes: int = 1000,
                  in_chans: int = 3, drop_rate: float = 0.2, drop_path_rate: float = 0.0,
                  **kwargs) -> MobileNet:
-    table = {"large": LARGE, "small": SMALL}[size]
+    if size not in ("large", "small"):
+        raise ValueError(f"size must be 'large' or 'small', got {size!r}")
+    table = LARGE if size == "large" else SMALL
     width = partial(_scale, width_mult=width_mult)
     cin = width(STEM)
     stages = []

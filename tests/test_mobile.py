@@ -109,7 +109,8 @@ def test_same_weights_give_the_reference_outputs(name):
 def test_module_names_are_readable():
     v2 = create_model("mobilenet_v2")
     assert isinstance(v2.get_submodule("stages.2.blocks.1.conv_dw.conv"), nn.Conv2d)
-    assert v2.get_submodule("stages.2.blocks.1.conv_dw.conv").groups == 192  # 32 channels, expanded 6x (Table 2, third row)
+    # Table 2's third row: 32 channels expanded 6x.
+    assert v2.get_submodule("stages.2.blocks.1.conv_dw.conv").groups == 192
     v3 = create_model("mobilenet_v3_large")
     assert isinstance(v3.get_submodule("stages.2.blocks.0.se"), SqueezeExcite)
     assert isinstance(v3.get_submodule("head.fc"), nn.Linear)
@@ -164,3 +165,13 @@ def test_build_stages_schedules_drop_path_and_reports_one_map_per_stride():
     # Only residual blocks carry a DropPath; block i of 6 is scheduled at 0.3 * i / 6.
     assert rates == pytest.approx([0.0, 0.05, 0.0, 0.15, 0.2, 0.25])
     assert [(i["reduction"], i["module"]) for i in info] == [(2, "stages.0"), (4, "stages.2")]
+
+
+def test_every_mobile_era_reference_row_names_a_registered_model():
+    from conftest import read_reference
+
+    from cnnzoo import list_models
+    rows = [r[0] for r in read_reference("param_counts.tsv")
+            if r[0].startswith(("mobilenet", "efficientnet"))]
+    assert len(rows) >= 15
+    assert set(rows) <= set(list_models())  # so test_param_counts checks each one exactly

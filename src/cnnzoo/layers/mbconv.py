@@ -1,4 +1,4 @@
-"""The blocks of the mobile era: MobileNetV1's depthwise-separable conv and the one inverted residual.
+"""The blocks of the mobile era: MobileNetV1's depthwise-separable conv and the inverted residual.
 
 - ``DepthwiseSeparable`` (Howard et al. 2017, arXiv 1704.04861, Fig. 3): a kxk depthwise conv
   filters each channel on its own, a 1x1 pointwise conv mixes them; each is followed by BN and
@@ -18,11 +18,10 @@ importing torchvision or timm checkpoints is a table of renames.
 """
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
-
-import math
 
 import torch
 from torch import nn

@@ -1,5 +1,5 @@
-"""EfficientNet B0-B7 (Tan & Le 2019, 'EfficientNet: Rethinking Model Scaling for Convolutional Neural
-Networks', arXiv 1905.11946).
+"""EfficientNet B0-B7 (Tan & Le 2019, 'EfficientNet: Rethinking Model Scaling for Convolutional
+Neural Networks', arXiv 1905.11946).
 
 A NAS-found baseline (B0, Table 1: MBConv blocks with swish and squeeze-and-excitation) scaled in
 depth, width and input resolution together by one compound coefficient phi (Section 3.3):
@@ -109,7 +109,8 @@ class EfficientNetVariant:
     top1_source: str
 
 
-_TABLE2 = "Table 2 (arXiv v5), single crop at the model's resolution, ImageNet val"
+_TABLE2 = ("Table 2 (latest arXiv version; v1 printed lower B0-B6 figures), single crop at the "
+           "model's resolution, ImageNet val")
 # The official rows (tensorflow/tpu efficientnet_builder.py, efficientnet_params): one line each.
 VARIANTS = (
     EfficientNetVariant("efficientnet_b0", 1.0, 1.0, 224, 0.2, 77.1, _TABLE2),

@@ -175,3 +175,11 @@ def test_every_mobile_era_reference_row_names_a_registered_model():
             if r[0].startswith(("mobilenet", "efficientnet"))]
     assert len(rows) >= 15
     assert set(rows) <= set(list_models())  # so test_param_counts checks each one exactly
+
+
+def test_mobilenet_v1_resolution_multiplier_is_the_input_size():
+    model = create_model("mobilenet_v1_050", img_size=160).eval()
+    assert model.default_cfg.input_size == (3, 160, 160)
+    with torch.no_grad():
+        feats = model.forward_features(torch.randn(1, 3, 160, 160))
+    assert feats.shape == (1, 512, 5, 5)  # alpha 0.5 of 1024 channels, 160 / 32

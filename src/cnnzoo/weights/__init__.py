@@ -113,6 +113,14 @@ def _adapt_first_conv(model: nn.Module, state: dict[str, torch.Tensor]) -> str |
     return f"{key} adapted from 3 to {chans} input channels"
 
 
+def _set_bn_eps(model: nn.Module, peer) -> None:
+    if peer is None or peer.bn_eps is None:
+        return
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eps = peer.bn_eps
+
+
 def _apply_preprocessing(model: nn.Module, src: WeightsSource) -> None:
     cfg = getattr(model, "default_cfg", None)
     if cfg is None:
@@ -156,6 +164,7 @@ def load_pretrained(model: nn.Module, source: str | bool | os.PathLike | Mapping
     classifier = getattr(getattr(model, "default_cfg", None), "classifier", None)
     theirs = state.get(f"{classifier}.weight") if classifier else None
     skipped = load_into(model, state, source=f"{described} ({naming} naming)")
+    _set_bn_eps(model, peers_of(name or "").get(naming))
     if src:
         _apply_preprocessing(model, src)
     if skipped:

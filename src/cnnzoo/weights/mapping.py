@@ -136,6 +136,11 @@ _INCEPTION_RESNET_V2 = (
      Rename(r"(?P<p>stages\.block(?:35|17|8)\.\d+\.)conv2d\.", "{p}up.")),
 )
 
+# MobileNet V2/V3 and EfficientNet V1/V2 in torchvision number the layers inside each block by
+# position ('block.1' is the depthwise conv, or the SE when there is no expansion), so their
+# convolutions, norms and SE layers are paired with ours in network order, module by module.
+_TV_MBCONV_BODY = InOrder(r"features\.(?:\w+\.)+", r"(?:stem|stages|conv_head)\.(?:\w+\.)+")
+
 # One pass (a tuple of rules) or several (a tuple of tuples), applied one after the other.
 LAYOUTS: dict[str, tuple] = {
     "resnet": _RESNET,
@@ -157,6 +162,9 @@ LAYOUTS: dict[str, tuple] = {
         _VGG_FEATURES,
         Rename(r"pre_logits\.fc(?P<n>[12])\.", "head.fc{n}."),
     ),
+    "tv_mbconv": (_TV_MBCONV_BODY, Rename(r"classifier\.1\.", "head.fc.")),
+    "tv_mobilenet_v3": (_TV_MBCONV_BODY, Rename(r"classifier\.0\.", "head.fc1."),
+                        Rename(r"classifier\.3\.", "head.fc.")),
     "googlenet": _GOOGLENET,
     "inception_v3": _INCEPTION_V3,
     "densenet": _DENSENET,
@@ -176,16 +184,22 @@ class Peer:
     ours: str
     name: str  # the peer's own model name
     layout: str
+    # BatchNorm's epsilon the peer's weights were trained with, where it differs from ours: it is
+    # no tensor, so it travels with the weights as data and is set when they are loaded.
+    bn_eps: float | None = None
 
 
-def _peers(source: str, layout: str, names: Mapping[str, str] | Iterable[str]) -> list[Peer]:
+def _peers(source: str, layout: str, names: Mapping[str, str] | Iterable[str],
+           bn_eps: float | None = None) -> list[Peer]:
     pairs = names.items() if isinstance(names, Mapping) else ((n, n) for n in names)
-    return [Peer(source, ours, theirs, layout) for ours, theirs in pairs]
+    return [Peer(source, ours, theirs, layout, bn_eps) for ours, theirs in pairs]
 
 
 _RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
             "resnext101_32x8d", "wide_resnet50_2")
 _VGGS = tuple(f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn"))
+_EFFICIENTNETS = tuple(f"efficientnet_b{i}" for i in range(8)) + tuple(
+    f"efficientnet_v2_{s}" for s in "sml")
 _DENSENETS = ("densenet121", "densenet161", "densenet169", "densenet201")
 # timm's 'legacy_se*' ports of the SENet authors' Caffe models are left out: their stem pools
 # with ceil_mode, so they compute another function than the paper's network at most sizes.
@@ -203,6 +217,11 @@ PEERS: tuple[Peer, ...] = tuple(
     + _peers("timm", "timm_legacy_senet", {"senet154": "legacy_senet154"})
     + _peers("torchvision", "densenet", _DENSENETS)
     + _peers("timm", "densenet", _DENSENETS)
+    + _peers("torchvision", "tv_mbconv", ["mobilenet_v2", *_EFFICIENTNETS[5:]])
+    # torchvision trained B0-B4 itself with PyTorch's BN epsilon; B5-B7 and V2 are TF's 1e-3.
+    + _peers("torchvision", "tv_mbconv", _EFFICIENTNETS[:5], bn_eps=1e-5)
+    + _peers("torchvision", "tv_mobilenet_v3", ["mobilenet_v3_large", "mobilenet_v3_small"],
+             bn_eps=1e-3)
     + _peers("timm", "timm_inception_v4", ["inception_v4"])
     + _peers("timm", "timm_inception_resnet_v2", ["inception_resnet_v2"])
 )

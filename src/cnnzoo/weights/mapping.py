@@ -141,6 +141,40 @@ _INCEPTION_RESNET_V2 = (
 # convolutions, norms and SE layers are paired with ours in network order, module by module.
 _TV_MBCONV_BODY = InOrder(r"features\.(?:\w+\.)+", r"(?:stem|stages|conv_head)\.(?:\w+\.)+")
 
+# timm's MobileNets and EfficientNets name layers by role. Its first stage holds depthwise-
+# separable blocks (conv_dw, bn1, se, conv_pw, bn2: the 'pw' there is our projection 'pwl');
+# later stages hold inverted residuals (conv_pw, bn1, conv_dw, bn2, se, conv_pwl, bn3).
+_B = r"blocks\.(?P<s>\d+)\.(?P<b>\d+)\."
+_TIMM_MBCONV = (
+    Rename(r"conv_stem\.", "stem.conv."),
+    Rename(r"bn1\.", "stem.bn."),
+    Rename(r"blocks\.0\.(?P<b>\d+)\.conv_dw\.", "stages.0.blocks.{b}.conv_dw.conv."),
+    Rename(r"blocks\.0\.(?P<b>\d+)\.bn1\.", "stages.0.blocks.{b}.conv_dw.bn."),
+    Rename(r"blocks\.0\.(?P<b>\d+)\.conv_pw\.", "stages.0.blocks.{b}.conv_pwl.conv."),
+    Rename(r"blocks\.0\.(?P<b>\d+)\.bn2\.", "stages.0.blocks.{b}.conv_pwl.bn."),
+    Rename(_B + r"conv_pw\.", "stages.{s}.blocks.{b}.conv_pw.conv."),
+    Rename(_B + r"bn1\.", "stages.{s}.blocks.{b}.conv_pw.bn."),
+    Rename(_B + r"conv_dw\.", "stages.{s}.blocks.{b}.conv_dw.conv."),
+    Rename(_B + r"bn2\.", "stages.{s}.blocks.{b}.conv_dw.bn."),
+    Rename(_B + r"conv_pwl\.", "stages.{s}.blocks.{b}.conv_pwl.conv."),
+    Rename(_B + r"bn3\.", "stages.{s}.blocks.{b}.conv_pwl.bn."),
+    Rename(_B + r"se\.conv_reduce\.", "stages.{s}.blocks.{b}.se.fc1."),
+    Rename(_B + r"se\.conv_expand\.", "stages.{s}.blocks.{b}.se.fc2."),
+    Rename(r"conv_head\.", "conv_head.conv."),
+    Rename(r"bn2\.", "conv_head.bn."),
+    Rename(r"classifier\.", "head.fc."),
+)
+# timm's MobileNet V1: every block depthwise-separable, and its pointwise conv is our conv_pw.
+_TIMM_MOBILENET_V1 = (
+    Rename(r"conv_stem\.", "stem.conv."),
+    Rename(r"bn1\.", "stem.bn."),
+    Rename(_B + r"conv_dw\.", "stages.{s}.blocks.{b}.conv_dw.conv."),
+    Rename(_B + r"bn1\.", "stages.{s}.blocks.{b}.conv_dw.bn."),
+    Rename(_B + r"conv_pw\.", "stages.{s}.blocks.{b}.conv_pw.conv."),
+    Rename(_B + r"bn2\.", "stages.{s}.blocks.{b}.conv_pw.bn."),
+    Rename(r"classifier\.", "head.fc."),
+)
+
 # One pass (a tuple of rules) or several (a tuple of tuples), applied one after the other.
 LAYOUTS: dict[str, tuple] = {
     "resnet": _RESNET,
@@ -165,6 +199,8 @@ LAYOUTS: dict[str, tuple] = {
     "tv_mbconv": (_TV_MBCONV_BODY, Rename(r"classifier\.1\.", "head.fc.")),
     "tv_mobilenet_v3": (_TV_MBCONV_BODY, Rename(r"classifier\.0\.", "head.fc1."),
                         Rename(r"classifier\.3\.", "head.fc.")),
+    "timm_mbconv": _TIMM_MBCONV,
+    "timm_mobilenet_v1": _TIMM_MOBILENET_V1,
     "googlenet": _GOOGLENET,
     "inception_v3": _INCEPTION_V3,
     "densenet": _DENSENET,
@@ -222,6 +258,9 @@ PEERS: tuple[Peer, ...] = tuple(
     + _peers("torchvision", "tv_mbconv", _EFFICIENTNETS[:5], bn_eps=1e-5)
     + _peers("torchvision", "tv_mobilenet_v3", ["mobilenet_v3_large", "mobilenet_v3_small"],
              bn_eps=1e-3)
+    + _peers("timm", "timm_mbconv", {"mobilenet_v2": "mobilenetv2_100"})
+    + _peers("timm", "timm_mbconv", _EFFICIENTNETS[:8], bn_eps=1e-5)
+    + _peers("timm", "timm_mobilenet_v1", {"mobilenet_v1": "mobilenetv1_100"})
     + _peers("timm", "timm_inception_v4", ["inception_v4"])
     + _peers("timm", "timm_inception_resnet_v2", ["inception_resnet_v2"])
 )

@@ -15,6 +15,7 @@ import torch
 from cnnzoo import create_model, default_cfg, list_models, model_card
 from cnnzoo.cli import main
 from cnnzoo.export import DEFAULT_OPSET, ExportError, export_onnx
+from cnnzoo.export.onnx import DEFORM_OPSET
 from cnnzoo.inspect.counts import registered_param_count
 
 
@@ -52,9 +53,10 @@ def test_family_exports_with_dynamic_batch_and_matches_onnxruntime(family, tmp_p
 
     proto = onnx.load(str(path), load_external_data=False)
     assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == \
-        [DEFAULT_OPSET]
+        [result.opset]
+    assert result.opset in (DEFAULT_OPSET, DEFORM_OPSET)
     meta = {p.key: p.value for p in proto.metadata_props}
-    assert meta["cnnzoo.model"] == name and meta["cnnzoo.opset"] == str(DEFAULT_OPSET)
+    assert meta["cnnzoo.model"] == name and meta["cnnzoo.opset"] == str(result.opset)
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
 
     # Checked here too, not only by export_onnx itself: a batch size the export never saw.

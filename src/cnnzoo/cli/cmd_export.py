@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 from ..export import DEFAULT_OPSET, ExportError, export_onnx
+from ..export.onnx import DEFORM_OPSET
 from ..registry import create_model
 from ..weights import PretrainedWarning
 
@@ -23,8 +24,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-classes", type=int, help="classifier size (default: the model's)")
     p.add_argument("--img-size", type=int, help="square input side to trace at "
                                                 "(default: the model's; the batch stays dynamic)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                   help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--opset", type=int,
+                   help=f"ONNX opset (default {DEFAULT_OPSET}; {DEFORM_OPSET} for deformable "
+                        f"convolutions)")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
 
 

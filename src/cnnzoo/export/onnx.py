@@ -26,6 +26,9 @@ from ..errors import CnnzooError
 from ..weights.io import atomic_write
 
 DEFAULT_OPSET = 17
+# ONNX has a DeformConv operator from opset 19 on (onnxruntime runs it on the CPU); torch's
+# exporter does not know torchvision's op, so it is taught below.
+DEFORM_OPSET = 19
 
 
 class ExportError(CnnzooError):
@@ -52,6 +55,28 @@ def _require_onnx():
     return onnx, onnxruntime
 
 
+def _deform_conv2d_symbolic(g, input, weight, offset, mask, bias, stride_h, stride_w, pad_h,
+                            pad_w, dil_h, dil_w, n_weight_grps, n_offset_grps, use_mask):
+    # torchvision's offsets are laid out as ONNX's: (N, 2 * offset groups * kh * kw, H, W), y first.
+    from torch.onnx.symbolic_helper import _get_const
+    sh, sw, ph, pw, dh, dw = (_get_const(v, "i", "int") for v in
+                              (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w))
+    groups, offset_groups = _get_const(n_weight_grps, "i", "g"), _get_const(n_offset_grps, "i", "o")
+    inputs = [input, weight, offset, bias] + ([mask] if _get_const(use_mask, "b", "m") else [])
+    return g.op("DeformConv", *inputs, dilations_i=[dh, dw], group_i=groups,
+                offset_group_i=offset_groups, pads_i=[ph, pw, ph, pw], strides_i=[sh, sw])
+
+
+def _has_deform_conv(model: nn.Module) -> bool:
+    return any(type(m).__name__ == "DeformConv2d" for m in model.modules())
+
+
+def _register_symbolics() -> None:
+    from torch.onnx import register_custom_op_symbolic
+    register_custom_op_symbolic("torchvision::deform_conv2d", _deform_conv2d_symbolic,
+                                DEFORM_OPSET)
+
+
 def _metadata(model: nn.Module, opset: int, input_size: tuple[int, ...]) -> dict[str, str]:
     cfg = getattr(model, "default_cfg", None)
     meta = {"cnnzoo.opset": str(opset), "cnnzoo.input_size": json.dumps(list(input_size))}
@@ -66,10 +91,13 @@ def _metadata(model: nn.Module, opset: int, input_size: tuple[int, ...]) -> dict
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, *,
-                input_size: tuple[int, int, int] | None = None, opset: int = DEFAULT_OPSET,
+                input_size: tuple[int, int, int] | None = None, opset: int | None = None,
                 check_batch: int = 2, atol: float = 1e-4, force: bool = False,
                 seed: int = 0) -> ExportResult:
-    """Write ``model`` to ``path`` as ONNX (input ``input``, output ``logits``, batch dynamic)."""
+    """Write ``model`` to ``path`` as ONNX (input ``input``, output ``logits``, batch dynamic).
+
+    ``opset`` defaults to ``DEFAULT_OPSET``, or ``DEFORM_OPSET`` for deformable convolutions.
+    """
     path = Path(path)
     if path.exists() and not force:
         raise ExportError(f"{path} already exists; pass --force (force=True) to replace it")
@@ -78,6 +106,9 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *,
     if check_batch < 2:
         raise ValueError("check_batch must be >= 2: a batch other than the traced 1")
     onnx, ort = _require_onnx()
+    if opset is None:
+        opset = DEFORM_OPSET if _has_deform_conv(model) else DEFAULT_OPSET
+    _register_symbolics()
     cfg = getattr(model, "default_cfg", None)
     input_size = tuple(input_size or (cfg.input_size if cfg else (3, 224, 224)))
     model = model.eval()

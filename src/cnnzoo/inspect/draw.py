@@ -280,6 +280,21 @@ def to_dot(view: View, title: str = "") -> str:
             out.append(indent + "}")
 
     emit(None, "  ")
+    # Parallel paths leaving one fork start on one rank, side by side: an Inception module's
+    # towers, a projection shortcut beside the block's first conv (each such head has no other
+    # input, so none of them can lie on another's path).
+    inputs: dict[str, list[str]] = {}
+    for a, b in view.edges:
+        inputs.setdefault(b, []).append(a)
+    forks: dict[str, list[str]] = {}
+    for b, srcs in inputs.items():
+        if len(srcs) == 1:
+            forks.setdefault(srcs[0], []).append(b)
+    for heads in forks.values():
+        if len(heads) > 1:
+            # Invisible flat edges keep the towers in the order the code defines them.
+            out.append("  { rank=same; " + " -> ".join(f'"{h}"' for h in heads)
+                       + " [style=invis]; }")
     for a, b in view.edges:
         out.append(f'  "{a}" -> "{b}";')
     out.append("}")

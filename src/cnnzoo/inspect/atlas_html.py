@@ -61,7 +61,16 @@ def _num(v, scale: float, digits: int) -> tuple[str, str]:
     """(shown text, sort key) of a number that may be missing."""
     if v is None:
         return "–", "-1"
-    return f"{v / scale:.{digits}f}", repr(v)
+    x = v / scale
+    # LeNet-5's 0.0004 GMACs must not read as 0.000: small values keep 3 significant digits.
+    return (f"{x:.{digits}f}" if x >= 1 or x == 0 else f"{x:.3g}"), repr(v)
+
+
+def _macs(v: int) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if v >= div:
+            return f"{v / div:.3g} {unit}MACs"
+    return f"{v} MACs"
 
 
 def _table(rows: list[dict]) -> str:
@@ -94,8 +103,8 @@ def _model_section(r: dict, diagram: str | None) -> str:
         parts.append(f'<p class="err">could not be measured: {_e(r["error"])}</p>')
     else:
         lat = "" if r.get("latency_ms") is None else f' · {r["latency_ms"]:.1f} ms on this CPU'
-        parts.append(f'<p class="meta">{r["params"] / 1e6:.2f}M params · {r["macs"] / 1e9:.3f} '
-                     f'GMACs at {r["input_size"][1]}×{r["input_size"][2]}{lat}</p>')
+        parts.append(f'<p class="meta">{r["params"]:,} params · {_macs(r["macs"])} at '
+                     f'{r["input_size"][1]}×{r["input_size"][2]}{lat}</p>')
     top1 = "no paper ImageNet top-1" if r.get("top1") is None else f'paper top-1 {r["top1"]:.1f}%'
     parts.append(f'<p class="meta">{_e(top1)} ({_e(r["top1_source"])})</p>')
     if diagram:

@@ -65,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
     model = _model(args.model, args.weights).eval()
     infos = model.feature_info
     picked = _stages(args.stages, len(infos))
+    if args.class_idx is not None and not 0 <= args.class_idx < model.num_classes:
+        raise CnnzooError(f"--class {args.class_idx} out of range: {args.model} has "
+                          f"{model.num_classes} classes (0..{model.num_classes - 1})")
     if args.layer is not None:
         names = dict(model.named_modules())
         if args.layer not in names:

@@ -8,6 +8,7 @@ listed with its error instead of stopping the atlas: the page is for every model
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import time
@@ -22,6 +23,7 @@ from . import charts
 from .counts import count_macs, count_params
 from .draw import auto_depth, build_view, render_svg_text, to_dot
 from .graph import trace
+from .summary import human
 
 
 @dataclass
@@ -42,7 +44,8 @@ class AtlasRow:
     error: str | None = None
 
 
-def measure(name: str, *, runs: int = 3, latency: bool = True) -> tuple[AtlasRow, str | None]:
+def measure(name: str, *, runs: int = 3, latency: bool = True,
+            threads: int = 1) -> tuple[AtlasRow, str | None]:
     """One model's row and its diagram as Graphviz source (None if it could not be traced)."""
     card, cfg = model_card(name), default_cfg(name)
     row = AtlasRow(name, card.family, card.year, card.paper, card.url, card.innovation, card.top1,
@@ -59,28 +62,39 @@ def measure(name: str, *, runs: int = 3, latency: bool = True) -> tuple[AtlasRow
                         f"{name}  ({'x'.join(map(str, row.input_size))} input)")
         del model, graph
         if latency:
-            row.latency_ms = cpu_latency_ms(name, runs)
+            row.latency_ms = cpu_latency_ms(name, runs, threads)
     except Exception as exc:  # one broken model must not hide the others
         row.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     return row, source
 
 
-def cpu_latency_ms(name: str, runs: int = 3) -> float:
-    """Median wall time of one forward pass of one image on the CPU, after one warm-up pass."""
+def cpu_latency_ms(name: str, runs: int = 3, threads: int = 1) -> float:
+    """Median wall time of one forward pass of one image on the CPU, after one warm-up pass.
+
+    One thread by default, as the MobileNet and EfficientNet papers time single-threaded
+    phone cores: the figure then compares across machines and stays steady when other
+    processes share the CPU (with two threads and a busy neighbour, every layer's thread
+    barrier waits on a descheduled thread, which made ResNet-18 ten times slower here).
+    """
     model = create_model(name).eval()
     x = torch.randn(1, *default_cfg(name).input_size)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     times = []
-    with torch.inference_mode():
-        model(x)
-        for _ in range(max(1, runs)):
-            t0 = time.perf_counter()
+    try:
+        with torch.inference_mode():
             model(x)
-            times.append((time.perf_counter() - t0) * 1e3)
+            for _ in range(max(1, runs)):
+                t0 = time.perf_counter()
+                model(x)
+                times.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        torch.set_num_threads(before)
     return statistics.median(times)
 
 
 def build_atlas(out_dir: str | Path, pattern: str = "*", *, quick: bool = False, runs: int = 3,
-                log: Callable[[str], None] = print) -> Path:
+                threads: int = 1, log: Callable[[str], None] = print) -> Path:
     """Measure every model matching ``pattern`` and write ``out_dir``/index.html and its charts.
 
     ``quick`` skips the latency (the only part that runs real arithmetic) for tests and previews.
@@ -91,7 +105,7 @@ def build_atlas(out_dir: str | Path, pattern: str = "*", *, quick: bool = False,
     rows, diagrams = [], {}
     started = time.perf_counter()
     for i, name in enumerate(names, start=1):
-        row, source = measure(name, runs=runs, latency=not quick)
+        row, source = measure(name, runs=runs, latency=not quick, threads=threads)
         svg = render_svg_text(source) if source else None
         if source:
             (out / "diagrams" / f"{name}.dot").write_text(source)
@@ -100,7 +114,7 @@ def build_atlas(out_dir: str | Path, pattern: str = "*", *, quick: bool = False,
             diagrams[name] = svg
         rows.append(row)
         log(f"[{i}/{len(names)}] {name}: " + (f"error {row.error}" if row.error else
-            f"{row.params / 1e6:.2f}M params, {row.macs / 1e9:.3f} GMACs"
+            f"{human(row.params)} params, {human(row.macs)} MACs"
             + (f", {row.latency_ms:.1f} ms" if row.latency_ms is not None else "")))
     data = [asdict(r) for r in rows]
     ok = [d for d in data if d["error"] is None]
@@ -108,9 +122,12 @@ def build_atlas(out_dir: str | Path, pattern: str = "*", *, quick: bool = False,
     for stem, make in (("timeline", charts.timeline), ("top1_vs_macs", charts.top1_vs_macs),
                        ("params_macs_by_year", charts.by_year)):
         figures[stem] = charts.save(make(ok), out / stem) if ok else None
-    machine = dict(cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads(),
-                   torch=torch.__version__, python=platform.python_version(),
-                   latency="not measured (--quick)" if quick else f"batch 1, median of {runs} runs")
+    machine = dict(cpu=platform.processor() or platform.machine(), threads=threads,
+                   cores=os.cpu_count(), torch=torch.__version__,
+                   python=platform.python_version(),
+                   latency="not measured (--quick)" if quick else
+                   f"batch 1, {threads} thread{'s' if threads > 1 else ''}, median of {runs} "
+                   f"runs after a warm-up")
     (out / "atlas.json").write_text(json.dumps(dict(machine=machine, models=data), indent=2))
     from .atlas_html import page
     (out / "index.html").write_text(page(data, figures, diagrams, machine))

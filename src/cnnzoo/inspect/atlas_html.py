@@ -146,7 +146,7 @@ def page(rows: list[dict], figures: dict[str, str | None], diagrams: dict[str, s
                         "\n".join(_model_section(r, diagrams.get(r["name"])) for r in members) +
                         "</section>")
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    measured = (f'Measured {when} on {_e(machine["cpu"])} with {machine["threads"]} threads, '
+    measured = (f'Measured {when} on {_e(machine["cpu"])} ({machine["cores"]} cores), '
                 f'torch {_e(machine["torch"])}; latency: {_e(machine["latency"])}. '
                 f'MACs are counted by torch.utils.flop_counter (FLOPs = 2 × MACs).')
     return f"""<!DOCTYPE html>

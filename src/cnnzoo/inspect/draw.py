@@ -106,23 +106,25 @@ def build_view(graph: ModelGraph, depth: int | None = None) -> View:
             name = alias[name]
         return owner.get(name)
 
-    edges: list[tuple[str, str]] = []
+    edges: dict[tuple[str, str], None] = {}  # ordered and without repeats
     for n in graph.nodes:
         if n.name not in owner:
             continue
         dst = owner[n.name]
         for i in n.inputs:
             src = resolve(i)
-            if src is not None and src != dst and (src, dst) not in edges:
-                edges.append((src, dst))
-    return _merge_runs(View(boxes, edges, graph))
+            if src is not None and src != dst:
+                edges[(src, dst)] = None
+    return _merge_runs(View(boxes, list(edges), graph))
 
 
 def _group_path(model: nn.Module, path: tuple[str, ...], depth: int) -> str | None:
-    # A ModuleList is never called itself: its members are the blocks to fold.
+    # A container without a forward of its own (a plain ModuleList) is never called: its
+    # members are the blocks to fold. A ModuleDict subclass with a forward (DenseNet's dense
+    # block in torchvision) is a block like any other.
     for d in range(depth, len(path)):
         prefix = ".".join(path[:d])
-        if not isinstance(model.get_submodule(prefix), (nn.ModuleList, nn.ModuleDict)):
+        if type(model.get_submodule(prefix)).forward is not nn.Module.forward:
             return prefix
     return None
 
@@ -147,27 +149,33 @@ def _node_box(n: GNode) -> Box:
                _prefixes(parts[:-1]), fill=FILL[layer_kind(n.module)])
 
 
-def main_path_outline(graph: ModelGraph, members: list[str], limit: int = 4) -> str:
+def main_path_outline(graph: ModelGraph, members: list[str], limit: int = 5) -> str:
     """The convolutions on the longest chain through a block: '1×1, 64 → 3×3, 64 → 1×1, 256'.
 
     The longest chain is the block's main path, so a projection shortcut or the short tower of
     an Inception module stays out of the outline; how many towers meet is said beside it.
+    Convolutions on 1×1 maps (a squeeze-excitation gate) are a side branch, named as such.
     """
     inside = set(members)
     best: dict[str, list[nn.Module]] = {}
-    widest_cat = 0
+    widest_cat, gated = 0, False
     for name in members:
         n = graph.node(name)
         chains = [best[i] for i in n.inputs if i in inside]
         chain = max(chains, key=len, default=[])
-        best[name] = chain + (_convs(n.module) if n.op == "module" else [])
+        convs = _convs(n.module) if n.op == "module" else []
+        if convs and n.shape is not None and len(n.shape) == 3 and n.shape[1:] == (1, 1):
+            gated, convs = True, []
+        best[name] = chain + convs
         if n.op == "function" and describe_function(n)[1] == "cat":
             widest_cat = max(widest_cat, len(n.inputs))
     chain = max(best.values(), key=len, default=[])
     text = ""
     if chain:
         text = (f"{len(chain)} convs deep" if len(chain) > limit else
-                " → ".join(f"{_k(c.kernel_size)}, {c.out_channels}" for c in chain))
+                " → ".join(_conv_words(c) for c in chain))
+    if gated:
+        text += " + gate"
     if widest_cat > 1:
         text = f"concat of {widest_cat}" + (f"; longest: {text}" if text else "")
     return text
@@ -177,9 +185,13 @@ def _convs(m: nn.Module | None) -> list[nn.Module]:
     return [] if m is None else [c for c in m.modules() if isinstance(c, nn.Conv2d)]
 
 
-def _k(k) -> str:
-    k = (k, k) if isinstance(k, int) else k
-    return f"{k[0]}×{k[1]}"
+def _conv_words(c: nn.Conv2d) -> str:
+    k = c.kernel_size
+    text = f"{k[0]}×{k[1]}"
+    if c.groups > 1:
+        text += " dw" if c.groups == c.in_channels else f" g{c.groups}"
+    text += f", {c.out_channels}"
+    return text + (f" /{c.stride[0]}" if c.stride[0] > 1 else "")
 
 
 def _prefixes(parts: list[str]) -> tuple[str, ...]:
@@ -223,12 +235,13 @@ def _merge_runs(view: View) -> View:
             box.title = f"{box.title}–{last}"
     if not merged_into:
         return view
-    edges = []
+    edges: dict[tuple[str, str], None] = {}
     for a, b in view.edges:
         a, b = merged_into.get(a, a), merged_into.get(b, b)
-        if a != b and (a, b) not in edges:
-            edges.append((a, b))
-    return View({k: v for k, v in boxes.items() if k not in merged_into}, edges, view.graph)
+        if a != b:
+            edges[(a, b)] = None
+    return View({k: v for k, v in boxes.items() if k not in merged_into}, list(edges),
+                view.graph)
 
 
 def auto_depth(graph: ModelGraph, max_boxes: int = 40) -> int:

@@ -106,6 +106,16 @@ def trace(model: nn.Module, input_size: tuple[int, ...] | None = None, *,
     """
     if input_size is None:
         input_size = tuple(model.default_cfg.input_size)
+    # Traced in eval mode: the graph of inference (no auxiliary heads, no stochastic depth).
+    was_training = model.training
+    model.eval()
+    try:
+        return _trace(model, tuple(input_size), atomic)
+    finally:
+        model.train(was_training)
+
+
+def _trace(model: nn.Module, input_size: tuple[int, ...], atomic: bool) -> ModelGraph:
     leaves: set[str] = set()
     for _ in range(_MAX_RETRIES):
         tracer = _Tracer(leaves, atomic)
@@ -126,13 +136,8 @@ def trace(model: nn.Module, input_size: tuple[int, ...] | None = None, *,
 def _propagate_shapes(gm: fx.GraphModule, model: nn.Module, input_size) -> None:
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            ShapeProp(gm).propagate(torch.zeros(1, *input_size, device=device))
-    finally:
-        model.train(was_training)
+    with torch.no_grad():
+        ShapeProp(gm).propagate(torch.zeros(1, *input_size, device=device))
 
 
 def _shape(node: fx.Node) -> tuple[int, ...] | None:

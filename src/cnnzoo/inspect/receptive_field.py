@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import CnnzooError
 from .graph import GNode, ModelGraph, trace
 
 
@@ -93,8 +94,9 @@ def stage_receptive_fields(model: nn.Module, input_size: tuple[int, ...] | None 
     rows, prev_jump = [], 1
     for info in model.feature_info:
         node = graph.output_of(info["module"])
-        if node is None:
-            raise ValueError(f"feature module {info['module']!r} is not in the traced graph")
+        if node is None:  # inside a module whose forward fx could not follow
+            raise CnnzooError(f"cannot follow the receptive field to {info['module']!r}: it "
+                              f"sits inside a module traced as one opaque step")
         size, jump = rf[node.name]
         rows.append(StageRF(info["module"], node.shape, size, jump // prev_jump, jump))
         prev_jump = jump

@@ -244,7 +244,7 @@ def _merge_runs(view: View) -> View:
                 view.graph)
 
 
-def auto_depth(graph: ModelGraph, max_boxes: int = 40) -> int:
+def auto_depth(graph: ModelGraph, max_boxes: int = 50) -> int:
     """The deepest folding whose diagram stays within ``max_boxes`` boxes."""
     best = 1
     for d in range(1, max_depth(graph) + 1):

@@ -149,3 +149,13 @@ def test_draw_refuses_to_overwrite_and_rejects_unknown_formats(tmp_path, capsys)
     assert main(["draw", "lenet5", "-o", str(target), "--force"]) == 0
     assert ET.parse(target).getroot().tag.endswith("svg")
     assert "exists" in capsys.readouterr().err
+
+
+def test_norms_activations_and_dropout_join_the_layer_before_them():
+    view = build_view(meta_graph("vgg16"), depth=2)
+    head = {b.title: b.lines[0] for b in view.boxes.values() if b.clusters == ("head",)}
+    assert head["fc1"] == "fc 4096 · ReLU · dropout 0.5"
+    assert "act1" not in head and "drop1" not in head
+    # After a '+' the activation keeps its own box: it is not part of any one branch.
+    resnet = build_view(meta_graph("resnet18"))
+    assert resnet.boxes["stages_0_blocks_0_act"].lines[0] == "ReLU"

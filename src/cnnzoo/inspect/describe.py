@@ -24,8 +24,7 @@ def describe_layer(m: nn.Module) -> str:
         if max(_pair(m.stride)) > 1:
             text += f" /{_pair(m.stride)[0]}"
         if m.groups > 1:
-            dw = m.groups == m.in_channels == m.out_channels or m.groups == m.in_channels
-            text += " dw" if dw else f" g{m.groups}"
+            text += " dw" if m.groups == m.in_channels else f" g{m.groups}"
         if max(_pair(m.dilation)) > 1:
             text += f" d{_pair(m.dilation)[0]}"
         return text

@@ -115,7 +115,7 @@ def build_view(graph: ModelGraph, depth: int | None = None) -> View:
             src = resolve(i)
             if src is not None and src != dst:
                 edges[(src, dst)] = None
-    return _merge_runs(View(boxes, list(edges), graph))
+    return _merge_runs(_fold_pointwise(View(boxes, list(edges), graph)))
 
 
 def _group_path(model: nn.Module, path: tuple[str, ...], depth: int) -> str | None:
@@ -203,6 +203,47 @@ def _fmt_count(n: int) -> str:
         if n >= div:
             return f"{n / div:.3g}{unit}"
     return str(n)
+
+
+_POINTWISE = (nn.modules.batchnorm._BatchNorm, nn.Dropout, nn.ReLU, nn.ReLU6, nn.LeakyReLU,
+              nn.ELU, nn.PReLU, nn.Tanh, nn.Sigmoid, nn.Hardsigmoid, nn.Hardswish, nn.SiLU,
+              nn.GELU, nn.Mish, nn.LocalResponseNorm)
+
+
+def _fold_pointwise(view: View) -> View:
+    """Write 'fc 4096 · ReLU · dropout 0.5' in one box, as papers do, not three boxes in a row.
+
+    A norm, activation or dropout joins the layer before it when that layer feeds nothing else
+    and both sit in the same module; after a '+' or at a fork it keeps its own box.
+    """
+    succ: dict[str, list[str]] = {}
+    pred: dict[str, list[str]] = {}
+    for a, b in view.edges:
+        succ.setdefault(a, []).append(b)
+        pred.setdefault(b, []).append(a)
+    into: dict[str, str] = {}
+    for bid, box in view.boxes.items():
+        node = view.graph.node(bid) if box.kind == "layer" else None
+        if node is None or not isinstance(node.module, _POINTWISE) or len(pred.get(bid, [])) != 1:
+            continue
+        head = pred[bid][0]
+        head = into.get(head, head)
+        target = view.boxes[head]
+        if target.kind != "layer" or len(succ.get(pred[bid][0], [])) != 1 \
+                or target.clusters != box.clusters:
+            continue
+        target.lines[0] += " · " + box.lines[0]
+        target.lines[-1] = box.lines[-1]
+        target.shape = box.shape
+        into[bid] = head
+    if not into:
+        return view
+    edges: dict[tuple[str, str], None] = {}
+    for a, b in view.edges:
+        a, b = into.get(a, a), into.get(b, b)
+        if a != b:
+            edges[(a, b)] = None
+    return View({k: v for k, v in view.boxes.items() if k not in into}, list(edges), view.graph)
 
 
 def _merge_runs(view: View) -> View:

@@ -12,7 +12,7 @@ figures; one hooked pass here gives the same MACs as ``count_macs`` without anot
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -43,7 +43,6 @@ class Summary:
     weight_bytes: int             # parameters and buffers
     input_bytes: int
     depth: int | None = None
-    notes: list[str] = field(default_factory=list)
 
     @property
     def non_trainable_params(self) -> int:
@@ -91,7 +90,7 @@ class Summary:
             f"weights:      {mib(self.weight_bytes)} (params + buffers)",
             f"input:        {mib(self.input_bytes)}",
         ]
-        return "\n".join(lines + self.notes)
+        return "\n".join(lines)
 
     def __str__(self) -> str:
         from rich.console import Console

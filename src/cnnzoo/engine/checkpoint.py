@@ -92,9 +92,6 @@ def save_checkpoint(run_dir: Path, name: str, *, model_state: dict[str, torch.Te
         "rng": rng_meta,
         "info": info,
     }
-    # LambdaLR keeps its lambdas out of state_dict only when they are plain functions.
-    if meta["scheduler"] is not None:
-        meta["scheduler"].pop("lr_lambdas", None)
     tensors = {k: v.detach().cpu() for k, v in tensors.items()}
     save_state_dict(tensors, run_dir / f"{name}.state.safetensors",
                     metadata={"cnnzoo_state": json.dumps(meta)})

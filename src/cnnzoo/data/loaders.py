@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import DataError
-from .sources import DataSource
+from .sources import ArrayDataset, DataSource
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -75,13 +75,39 @@ class EpochSampler(Sampler[int]):
         return len(self._order()) if not self.shuffle else math.ceil(self.n / self.world)
 
 
+class PreparedArrays(Dataset):
+    """In-memory glyphs transformed once (resize, scale, channels, normalisation) and kept as
+    float tensors; training augments them batch by batch (``transforms.BatchAffine``)."""
+
+    def __init__(self, base: ArrayDataset, indices: Sequence[int] | None, transform,
+                 chunk: int = 4096):
+        self.indices = list(range(len(base))) if indices is None else list(indices)
+        idx = torch.tensor(self.indices, dtype=torch.long)
+        images = base.images[idx]
+        self.images = torch.cat([transform(images[i:i + chunk])
+                                 for i in range(0, len(images), chunk)]) if len(images) else images
+        self.labels = base.labels[idx]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.images[i], int(self.labels[i])
+
+    def __getitems__(self, items: list[int]):
+        # Batched fetch (the DataLoader's fast path): one index op instead of per-item stacking.
+        idx = torch.tensor(items, dtype=torch.long)
+        return [(self.images[idx], self.labels[idx])]
+
+
 @dataclass
 class Split:
     """What a run trains and validates on, and how to rebuild it (recorded in the run folder)."""
 
-    train: TransformedSubset
-    val: TransformedSubset
+    train: Dataset
+    val: Dataset
     val_indices: list[int] | None  # None: the source's own test split was used
+    batch_augment: bool = False  # the train set is prepared arrays: augment on the batch
 
     def record(self) -> dict:
         return {"val_indices": self.val_indices}
@@ -89,10 +115,20 @@ class Split:
 
 def make_split(source: DataSource, train_tf, val_tf, *, val_fraction: float | None, seed: int,
                val_indices: list[int] | None = None) -> Split:
-    """Use the source's own split, or hold out ``val_fraction`` (or the recorded indices)."""
+    """Use the source's own split, or hold out ``val_fraction`` (or the recorded indices).
+
+    In-memory glyph sets are prepared once with the evaluation transform (both sides); their
+    training augmentation is then applied per batch (``Split.batch_augment``).
+    """
+    def subset(base, indices, tf):
+        if isinstance(base, ArrayDataset):
+            return PreparedArrays(base, indices, val_tf)
+        return TransformedSubset(base, indices, tf)
+
+    arrays = isinstance(source.train, ArrayDataset)
     if val_indices is None and source.val is not None and val_fraction is None:
-        return Split(TransformedSubset(source.train, None, train_tf),
-                     TransformedSubset(source.val, None, val_tf), None)
+        return Split(subset(source.train, None, train_tf), subset(source.val, None, val_tf), None,
+                     arrays)
     n = len(source.train)
     if val_indices is None:
         train_idx, val_indices = split_indices(n, 0.2 if val_fraction is None else val_fraction,
@@ -102,13 +138,18 @@ def make_split(source: DataSource, train_tf, val_tf, *, val_fraction: float | No
             raise DataError(f"the recorded split does not fit {source.spec} ({n} images)")
         held = set(val_indices)
         train_idx = [i for i in range(n) if i not in held]
-    return Split(TransformedSubset(source.train, train_idx, train_tf),
-                 TransformedSubset(source.train, val_indices, val_tf), list(val_indices))
+    return Split(subset(source.train, train_idx, train_tf),
+                 subset(source.train, val_indices, val_tf), list(val_indices), arrays)
 
 
 def make_loader(ds: Dataset, *, batch_size: int, train: bool, seed: int, rank: int = 0,
                 world: int = 1, workers: int = 0, pin_memory: bool = False) -> DataLoader:
     sampler = EpochSampler(len(ds), shuffle=train, seed=seed, rank=rank, world=world)
+    if isinstance(ds, PreparedArrays):
+        # Batches are one tensor index away: a collate that just unpacks the batched fetch.
+        return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=0,
+                          collate_fn=lambda batch: batch[0],
+                          generator=torch.Generator().manual_seed(seed))
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       drop_last=False, pin_memory=pin_memory,
                       persistent_workers=workers > 0,

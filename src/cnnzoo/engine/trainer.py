@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import build_transform, load_source, make_loader, make_split
+from ..data.transforms import BatchAffine
 from ..errors import CnnzooError
 from . import checkpoint as ckpt
 from . import run_dir as rd
@@ -50,7 +51,7 @@ def compute_loss(output, labels: torch.Tensor, criterion, aux_weights) -> torch.
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, run: Path, dist: DistInfo, *, resume: bool = False,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, val_indices: list[int] | None = None):
         self.cfg, self.run, self.dist = cfg, run, dist
         self.log = log if dist.is_main else (lambda *_: None)
         check_choice(cfg.opt, OPTIMIZERS, "optimizer")
@@ -75,9 +76,10 @@ class Trainer:
         mcfg = self.model.default_cfg
         train_tf = build_transform(mcfg, train=True, kind=self.source.kind, augment=cfg.augment)
         val_tf = build_transform(mcfg, train=False, kind=self.source.kind)
-        recorded = rd.read_split(run) if resume else None
+        recorded = rd.read_split(run) if resume else val_indices
         self.split = make_split(self.source, train_tf, val_tf, val_fraction=cfg.val_split,
                                 seed=cfg.seed, val_indices=recorded)
+        self.batch_augment = BatchAffine() if self.split.batch_augment and cfg.augment else None
         per_rank = cfg.batch_size // dist.world
         pin = dist.device.type == "cuda"
         self.train_loader = make_loader(self.split.train, batch_size=per_rank, train=True,
@@ -115,6 +117,7 @@ class Trainer:
         self.history: list[dict] = []
         self.best_acc = -1.0
         self.start_epoch = 1
+        self._plotted = time.monotonic()
         self.forward = self._wrap()
         if resume:
             self._restore()
@@ -169,6 +172,8 @@ class Trainer:
                 break
             images = images.to(dev, non_blocking=True)
             labels = labels.to(dev, non_blocking=True)
+            if self.batch_augment is not None:
+                images = self.batch_augment(images)
             if cfg.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast(dev, cfg.amp):
@@ -219,7 +224,12 @@ class Trainer:
             ckpt.save_weights(self.run / "best.safetensors", best.state_dict(),
                               {"epoch": str(epoch), "val_acc": f"{row['val_acc']:.4f}"})
         rd.write_metrics(self.run, self.history)
-        rd.plot_curves(self.run, self.history, f"{self.cfg.model} on {self.source.spec}")
+        # Drawing takes about half a second: short epochs redraw at most every 30 s, and always
+        # at the end of the run.
+        now = time.monotonic()
+        if epoch == self.cfg.epochs or now - self._plotted > 30:
+            rd.plot_curves(self.run, self.history, f"{self.cfg.model} on {self.source.spec}")
+            self._plotted = now
 
     def fit(self, on_epoch_end: Callable[[int, dict], None] | None = None) -> dict:
         for epoch in range(self.start_epoch, self.cfg.epochs + 1):

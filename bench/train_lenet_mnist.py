@@ -26,6 +26,9 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--opt", default="sgd")
     p.add_argument("--sched", default="onecycle")
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--wd", type=float, default=5e-4)
+    p.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (one is fastest for a model this small)")
     args = p.parse_args()
@@ -39,7 +42,8 @@ def main() -> int:
 
     cfg = TrainConfig(model="lenet5", data=args.data, epochs=args.epochs, lr=args.lr,
                       opt=args.opt, sched=args.sched, batch_size=args.batch_size,
-                      weight_decay=5e-4, nesterov=True, seed=0)
+                      weight_decay=args.wd, nesterov=True, seed=0, augment=args.augment,
+                      label_smoothing=args.label_smoothing)
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         run.mkdir()

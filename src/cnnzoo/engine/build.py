@@ -100,7 +100,8 @@ def run_of(weights: Path) -> Path | None:
     return folder if (folder / "config.json").is_file() else None
 
 
-def build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, list[str]]:
+def build_model(cfg: TrainConfig, num_classes: int,
+                load_pretrained: bool = True) -> tuple[nn.Module, list[str]]:
     """The run's model with ``num_classes`` outputs; with ``--pretrained`` every tensor but a
     classifier of another size is loaded (a new head, as fine-tuning wants). Returns the model and
     the names of the re-initialised tensors."""
@@ -108,7 +109,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, list[str
     model = create_model(cfg.model, num_classes=num_classes, in_chans=cfg.in_chans, **kwargs)
     model = with_input_size(model, cfg.img_size)
     skipped: list[str] = []
-    if cfg.pretrained:
+    if cfg.pretrained and load_pretrained:
         from ..weights import load_into
         from ..weights.io import load_state_dict
         path = resolve_weights(cfg.pretrained)

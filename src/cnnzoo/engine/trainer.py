@@ -70,7 +70,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
 
         self.source = load_source(cfg.data, root=cfg.data_root, download=cfg.download)
-        self.model, skipped = build_model(cfg, self.source.num_classes)
+        # A resumed run takes every weight from its checkpoint, not from --pretrained again.
+        self.model, skipped = build_model(cfg, self.source.num_classes, load_pretrained=not resume)
         if skipped:
             self.log(f"new head for {self.source.num_classes} classes: {', '.join(skipped)}")
         mcfg = self.model.default_cfg

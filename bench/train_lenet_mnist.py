@@ -21,13 +21,14 @@ SHARED = Path(os.environ.get("CNNZOO_SHARED", ROOT.parent / "shared"))
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(SHARED / "data" / "mnist"))
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--opt", default="sgd")
     p.add_argument("--sched", default="onecycle")
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--wd", type=float, default=5e-4)
+    p.add_argument("--ema", type=float, default=None, help="EMA decay of the weights")
     p.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (one is fastest for a model this small)")
@@ -43,7 +44,7 @@ def main() -> int:
     cfg = TrainConfig(model="lenet5", data=args.data, epochs=args.epochs, lr=args.lr,
                       opt=args.opt, sched=args.sched, batch_size=args.batch_size,
                       weight_decay=args.wd, nesterov=True, seed=0, augment=args.augment,
-                      label_smoothing=args.label_smoothing)
+                      label_smoothing=args.label_smoothing, ema_decay=args.ema)
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         run.mkdir()

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -120,9 +118,3 @@ def test_bad_input_ends_in_one_line_and_exit_2(case, tmp_path, digits_run, capsy
     if case == "resume of a non-run":
         assert (tmp_path / "notrun" / "notes.txt").read_text() == "mine"
 
-
-def test_bad_input_through_a_real_process_has_no_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "cnnzoo.cli", "train", "lenet5", "--data",
-                           str(tmp_path / "missing")], capture_output=True, text=True)
-    assert proc.returncode == 2
-    assert proc.stderr.startswith("cnnzoo: error:") and len(proc.stderr.splitlines()) == 1

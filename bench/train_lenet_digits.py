@@ -25,6 +25,7 @@ def main() -> int:
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "cnnzoo.cli", "train", "lenet5", "--data", "digits",
                         "--val-split", "0.2", "--epochs", str(args.epochs), "--lr", str(args.lr),
+                        "--threads", "1",
                         "-o", str(run)], check=True)
         wall = time.perf_counter() - start
         proc = subprocess.run([sys.executable, "-m", "cnnzoo.cli", "eval", "lenet5", "--weights",

@@ -65,6 +65,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--channels-last", action="store_true", default=None)
     g.add_argument("--compile", action="store_true", default=None)
     g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    g.add_argument("--threads", type=int,
+                   help="CPU threads for torch (1 is fastest for models as small as LeNet-5)")
     g.add_argument("--seed", type=int)
     g.add_argument("--deterministic", action="store_true", default=None,
                    help="deterministic kernels (bit-exact resume on CPU)")
@@ -89,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.trainer import train
     from ..registry import is_model
 
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     resume = args.resume is not None
     if resume:
         run_dir = Path(args.resume)

@@ -137,3 +137,17 @@ def test_photo_eval_transform_resizes_then_centre_crops(tmp_path):
     assert x.shape == (1, 32, 32)  # RGB photo -> the one channel LeNet-5 takes
     expected = (200 / 255 - cfg.mean[0]) / cfg.std[0]
     assert torch.allclose(x, torch.full_like(x, expected), atol=1e-2)
+
+
+def test_torchvision_mnist_loads_from_local_files_without_download(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    for prefix in ("train", "t10k"):
+        make_idx_folder(tmp_path / prefix, n=20, prefixes=(prefix,), seed=len(prefix))
+        for kind in ("images-idx3", "labels-idx1"):
+            import gzip
+            data = gzip.decompress((tmp_path / prefix / f"{prefix}-{kind}-ubyte.gz").read_bytes())
+            raw.mkdir(parents=True, exist_ok=True)
+            (raw / f"{prefix}-{kind}-ubyte").write_bytes(data)
+    src = load_source("mnist", root=tmp_path, download=False)
+    assert len(src.train) == 20 and len(src.val) == 20 and src.kind == "digits"
+    assert src.classes[0] == "zero"

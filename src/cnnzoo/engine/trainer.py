@@ -7,6 +7,7 @@ deterministic mode an interrupted-and-resumed run then ends with bit-identical w
 """
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Callable
@@ -168,9 +169,8 @@ class Trainer:
         bar = EpochProgress(self.steps, epoch, cfg.epochs, enabled=self.dist.is_main)
         loss_sum = correct = seen = 0.0
         start = time.perf_counter()
-        for step, (images, labels) in enumerate(self.train_loader, start=1):
-            if step > self.steps:
-                break
+        batches = itertools.islice(self.train_loader, self.steps)
+        for step, (images, labels) in enumerate(batches, start=1):
             images = images.to(dev, non_blocking=True)
             labels = labels.to(dev, non_blocking=True)
             if self.batch_augment is not None:

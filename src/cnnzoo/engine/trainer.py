@@ -61,6 +61,10 @@ class Trainer:
         if cfg.amp == "fp16" and dist.device.type != "cuda":
             raise CnnzooError("--amp fp16 needs a GPU (its gradient scaler is CUDA-only); "
                               "use --amp bf16 on the CPU")
+        for name in ("epochs", "batch_size"):
+            if getattr(cfg, name) < 1:
+                raise CnnzooError(f"--{name.replace('_', '-')} must be at least 1, "
+                                  f"got {getattr(cfg, name)}")
         if cfg.batch_size % dist.world:
             raise CnnzooError(f"--batch-size {cfg.batch_size} does not split evenly over "
                               f"{dist.world} processes")

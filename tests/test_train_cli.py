@@ -42,6 +42,16 @@ def test_existing_run_folder_is_not_overwritten_without_force(digits_run, capsys
     assert {p.name: p.read_bytes() for p in digits_run.iterdir()} == before
 
 
+def test_force_replaces_a_run_and_resume_of_a_finished_run_changes_nothing(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "lenet5", "-o", str(run), *FAST]) == 0
+    assert main(["train", "lenet5", "-o", str(run), "--force", "--seed", "7", *FAST]) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["seed"] == 7
+    before = (run / "last.safetensors").read_bytes()
+    assert main(["train", "--resume", str(run)]) == 0  # all epochs done: nothing to train
+    assert (run / "last.safetensors").read_bytes() == before
+
+
 def test_eval_scores_the_runs_held_out_split(digits_run, tmp_path, capsys):
     png = tmp_path / "cm.png"
     assert main(["eval", "lenet5", "--weights", str(digits_run), "-o", str(png), "--json"]) == 0

@@ -71,10 +71,3 @@ def all_sum_tensor(info: DistInfo, t: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(t)
     return t
 
-
-def broadcast_object(info: DistInfo, obj):
-    if not info.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]

@@ -87,12 +87,6 @@ def write_metrics(path: Path, history: list[dict]) -> None:
     atomic_write(path / METRICS, lambda tmp: Path(tmp).write_text(text))
 
 
-def read_metrics(path: Path) -> list[dict]:
-    with open(path / METRICS, newline="") as f:
-        return [{k: float(v) if k != "epoch" else int(v) for k, v in row.items() if v != ""}
-                for row in csv.DictReader(f)]
-
-
 def plot_curves(path: Path, history: list[dict], title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..data import build_transform, load_source, make_loader, make_split
@@ -282,9 +281,3 @@ def train(cfg: TrainConfig, run: Path, dist: DistInfo, *, resume: bool = False, 
         write_run_header(trainer)
     return trainer.fit(on_epoch_end)
 
-
-def loss_of_batch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    """Plain cross-entropy of a batch in eval mode (used by tests and benchmarks)."""
-    model.eval()
-    with torch.no_grad():
-        return float(F.cross_entropy(logits_of(model(images)), labels))

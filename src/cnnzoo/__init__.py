@@ -2,6 +2,8 @@
 from .registry import (DefaultCfg, ModelCard, create_model, default_cfg, is_model, list_models,
                        model_card, register_model)
 
+from .inspect.summary import summary
+
 __version__ = "0.1.0"
 __all__ = ["DefaultCfg", "ModelCard", "create_model", "default_cfg", "is_model", "list_models",
-           "model_card", "register_model"]
+           "model_card", "register_model", "summary"]

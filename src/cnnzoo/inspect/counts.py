@@ -20,3 +20,34 @@ def registered_param_count(name: str, **kwargs) -> int:
     with torch.device("meta"):
         model = create_model(name, **kwargs)
     return count_params(model)
+
+
+def count_macs(model: nn.Module, input_size: tuple[int, ...] | None = None) -> int:
+    """Multiply-accumulates of one forward pass of one image (batch 1).
+
+    Counted by torch.utils.flop_counter.FlopCounterMode, which counts convolutions and matrix
+    products (2 FLOPs per MAC) and leaves out normalisation, activations and pooling, the
+    convention of torchvision's published ``_ops`` and of most papers. A model on the meta device
+    is counted without doing the arithmetic.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if input_size is None:
+        input_size = tuple(model.default_cfg.input_size)
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, *input_size, device=device))
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+def registered_macs(name: str, input_size: tuple[int, ...] | None = None, **kwargs) -> int:
+    """MACs of a registered model at its default resolution (or ``input_size``), on meta."""
+    with torch.device("meta"):
+        model = create_model(name, **kwargs)
+    return count_macs(model, input_size)

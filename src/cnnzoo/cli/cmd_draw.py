@@ -1,0 +1,68 @@
+"""`cnnzoo draw MODEL -o FILE.svg`: the architecture as a block diagram, through Graphviz."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..errors import CnnzooError
+from ..inspect.build import build, shape_error
+from ..inspect.draw import FORMATS, auto_depth, build_view, dot_available, render, to_dot
+from ..inspect.graph import trace
+
+NAME = "draw"
+HELP = "draw the architecture as a block diagram (svg, png, pdf or Graphviz dot source)"
+ORDER = 30
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="registered model name (see `cnnzoo list`)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="FILE.svg, FILE.png, FILE.pdf or FILE.dot")
+    p.add_argument("--depth", default=None, metavar="N|auto",
+                   help="fold modules deeper than N name levels into one box (stages.2.blocks.1 "
+                        "is 4); 'auto' picks the deepest that stays readable; default: every layer")
+    p.add_argument("--input-size", nargs=3, type=int, metavar=("C", "H", "W"),
+                   help="input channels, height and width (default: the model's own)")
+    p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+
+
+def _check_target(path: str, force: bool) -> None:
+    if os.path.exists(path) and not force:
+        raise CnnzooError(f"{path} exists; pass --force to overwrite it")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise CnnzooError(f"folder {parent} does not exist")
+
+
+def run(args: argparse.Namespace) -> int:
+    fmt = os.path.splitext(args.output)[1].lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise CnnzooError(f"cannot draw to {args.output!r}: the name must end in "
+                          f"{', '.join('.' + f for f in FORMATS)}")
+    _check_target(args.output, args.force)
+    if args.depth not in (None, "auto") and not str(args.depth).isdigit():
+        raise CnnzooError(f"--depth must be a number or 'auto', got {args.depth!r}")
+    model, size = build(args.model, args.input_size)
+    try:
+        graph = trace(model, size)
+    except RuntimeError as exc:
+        raise shape_error(args.model, size, exc) from None
+    depth = auto_depth(graph) if args.depth == "auto" else \
+        None if args.depth is None else max(1, int(args.depth))
+    view = build_view(graph, depth)
+    title = f"{args.model}  ({'x'.join(map(str, size))} input)"
+    source = to_dot(view, title)
+    if fmt != "dot" and not dot_available():
+        dot_path = os.path.splitext(args.output)[0] + ".dot"
+        _check_target(dot_path, args.force)
+        render(source, dot_path, "dot")
+        print(f"cnnzoo: Graphviz's `dot` is not installed, so {args.output} was not drawn; "
+              f"wrote the diagram's source to {dot_path}. Install Graphviz (Debian: apt-get "
+              f"install graphviz) and run: dot -T{fmt} {dot_path} -o {args.output}",
+              file=sys.stderr)
+        return 1
+    render(source, args.output, fmt)
+    print(f"wrote {args.output} ({len(view.boxes)} boxes"
+          f"{'' if depth is None else f', folded at depth {depth}'})")
+    return 0

@@ -1,0 +1,95 @@
+"""`cnnzoo eval MODEL --weights W [--data DATA]`: top-1, top-5, loss, per-class accuracy and a
+confusion-matrix picture. Given a run, it scores the run's own held-out images by default."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import CnnzooError
+
+NAME = "eval"
+HELP = "evaluate weights on a dataset: top-1/top-5, loss, per-class accuracy, confusion matrix"
+ORDER = 45
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="registered model name")
+    p.add_argument("--weights", required=True,
+                   help="a run folder, its checkpoint, or a .safetensors/.pth file")
+    p.add_argument("--data", help="dataset (default: the run's, scoring its held-out images)")
+    p.add_argument("--data-root")
+    p.add_argument("--download", action="store_true")
+    p.add_argument("--img-size", type=int, help="input side, for a bare weights file")
+    p.add_argument("-b", "--batch-size", type=int, default=128)
+    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("-o", "--confusion", metavar="PNG",
+                   help="confusion-matrix picture (default: confusion-DATA.png in the run folder, "
+                        "else in the current folder)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing picture")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _dataset(args, config: dict | None, model):
+    """The images to score: the run's held-out split when DATA is the run's own data."""
+    from ..data import TransformedSubset, build_transform, load_source
+    from ..engine.run_dir import read_split
+
+    train_cfg = (config or {}).get("train", {})
+    data = args.data or train_cfg.get("data")
+    if data is None:
+        raise CnnzooError("--data is needed with a bare weights file")
+    source = load_source(data, root=args.data_root or train_cfg.get("data_root"),
+                         download=args.download)
+    tf = build_transform(model.default_cfg, train=False, kind=source.kind)
+    split = read_split(Path(args.run)) if args.run and data == train_cfg.get("data") else None
+    if split is not None:
+        return source, TransformedSubset(source.train, split, tf), "held-out split of the run"
+    if source.val is not None:
+        return source, TransformedSubset(source.val, None, tf), "test split"
+    return source, TransformedSubset(source.train, None, tf), "all images"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import make_loader
+    from ..engine.build import resolve_weights, run_of
+    from ..engine.distributed import setup
+    from ..engine.evaluate import evaluate, plot_confusion
+    from ..engine.predict import class_names
+    from .cmd_predict import load_model
+
+    weights = resolve_weights(args.weights)
+    run_dir = run_of(weights)
+    args.run = str(run_dir) if run_dir else None
+    args.pretrained = None
+    model, config = load_model(args)
+    source, dataset, which = _dataset(args, config, model)
+    n_out = model.default_cfg.num_classes
+    if source.num_classes != n_out:
+        raise CnnzooError(f"{source.spec} has {source.num_classes} classes but the weights have "
+                          f"{n_out} outputs")
+    names = class_names(n_out, config) if config else source.classes
+    default_png = (Path(run_dir) if run_dir else Path(".")) / f"confusion-{Path(source.spec).name}.png"
+    png = Path(args.confusion) if args.confusion else default_png
+    if png.exists() and not args.force:
+        raise CnnzooError(f"{png} exists; pass --force to overwrite it or -o another file")
+    device = setup(args.device).device
+    model.to(device)
+    loader = make_loader(dataset, batch_size=args.batch_size, train=False, seed=0)
+    result = evaluate(model, loader, n_out, device=device, amp=args.amp)
+    plot_confusion(result, names, png, title=f"{args.model} on {source.spec} ({which}): "
+                                            f"top-1 {result.top1:.2f}%")
+    per_class = dict(zip(names, result.per_class))
+    if args.json:
+        print(json.dumps({"top1": result.top1, "top5": result.top5, "loss": result.loss,
+                          "images": result.count, "per_class": per_class,
+                          "confusion_png": str(png)}, indent=2))
+        return 0
+    print(f"{args.model} on {source.spec} ({which}, {result.count} images): "
+          f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  loss {result.loss:.4f}")
+    width = max(len(n) for n in names)
+    for name, acc in per_class.items():
+        print(f"  {name:<{width}}  {'-' if acc is None else f'{acc:6.2f}%'}")
+    print(f"confusion matrix: {png}")
+    return 0

@@ -1,0 +1,46 @@
+"""`cnnzoo evolution -o DIR`: the atlas of every registered model, as one HTML page and charts."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..errors import CnnzooError
+from ..inspect.atlas import build_atlas
+from ..registry import list_models
+
+NAME = "evolution"
+HELP = "the atlas: build and measure every model; timeline, charts, table, diagrams in one page"
+ORDER = 70
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="folder for index.html, the charts (svg, png) and the diagrams")
+    p.add_argument("--models", default="*", metavar="PATTERN",
+                   help="only the models matching this shell wildcard (default: all)")
+    p.add_argument("--runs", type=int, default=3,
+                   help="timed runs per model for the CPU latency (median; default 3)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for the latency (default 1: comparable across machines)")
+    p.add_argument("--quick", action="store_true",
+                   help="skip the latency: params, MACs and diagrams only (seconds, not minutes)")
+    p.add_argument("--force", action="store_true", help="overwrite an atlas already in DIR")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.runs < 1 or args.threads < 1:
+        raise CnnzooError(f"--runs and --threads must be at least 1, got {args.runs} and "
+                          f"{args.threads}")
+    if not list_models(args.models):
+        raise CnnzooError(f"no registered model matches {args.models!r} (`cnnzoo list` shows them)")
+    index = os.path.join(args.output, "index.html")
+    if os.path.exists(index) and not args.force:
+        raise CnnzooError(f"{index} exists; pass --force to overwrite the atlas")
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise CnnzooError(f"{args.output} is a file, not a folder")
+    build_atlas(args.output, args.models, quick=args.quick, runs=args.runs,
+                threads=args.threads,
+                log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(index)
+    return 0

@@ -1,0 +1,144 @@
+"""Models and data for a run, built from its configuration, and rebuilt later from its folder."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CnnzooError, WeightsError
+from ..registry import create_model, default_cfg
+from .run_dir import require_run
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a run's result; stored as config.json in its folder."""
+
+    model: str
+    data: str = "digits"
+    data_root: str | None = None
+    download: bool = False
+    epochs: int = 10
+    batch_size: int = 64  # global: split evenly over the processes of a distributed run
+    lr: float | None = None  # None: the optimizer's usual value (0.1 SGD, 1e-3 AdamW, 0.016 RMSprop)
+    opt: str = "sgd"
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    sched: str = "cosine"
+    warmup_epochs: float = 0.0
+    step_epochs: int = 30
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+    amp: str = "none"  # 'bf16' (CPU or GPU) or 'fp16' (GPU, with a gradient scaler)
+    channels_last: bool = False
+    compile: bool = False
+    clip_grad: float | None = None
+    ema_decay: float | None = None
+    val_split: float | None = None  # None: the source's own test split, else 0.2
+    seed: int = 0
+    deterministic: bool = False
+    workers: int = 0
+    img_size: int | None = None
+    in_chans: int | None = None
+    augment: bool = True
+    pretrained: str | None = None
+    freeze: str | None = None
+    unfreeze_at: int | None = None
+    limit_batches: int | None = None  # train on the first N batches of each epoch (smoke runs)
+    device: str | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+DEFAULT_LR = {"sgd": 0.1, "adamw": 1e-3, "rmsprop": 0.016}
+
+
+def model_kwargs(name: str, img_size: int | None, extra: dict | None = None) -> dict:
+    """Builder keywords: networks with a fixed input (LeNet-5, AlexNet 2012) take ``img_size``."""
+    kwargs = dict(extra or {})
+    if img_size is not None and default_cfg(name).fixed_size:
+        kwargs["img_size"] = img_size
+    return kwargs
+
+
+def with_input_size(model: nn.Module, img_size: int | None) -> nn.Module:
+    """Networks with global pooling take any size: record the one this run feeds them."""
+    if img_size is not None and tuple(model.default_cfg.input_size[1:]) != (img_size, img_size):
+        model.default_cfg = model.default_cfg.replace(
+            input_size=(model.default_cfg.input_size[0], img_size, img_size))
+    return model
+
+
+def resolve_weights(source: str) -> Path:
+    """A weights file, or a run folder (its best weights, else its last)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        require_run(path)
+        for name in ("best.safetensors", "last.safetensors"):
+            if (path / name).exists():
+                return path / name
+        raise WeightsError(f"run folder {path} holds no weights yet")
+    if not path.exists():
+        raise WeightsError(f"weights file not found: {path}")
+    return path
+
+
+def run_of(weights: Path) -> Path | None:
+    """The run folder a weights file belongs to, if any."""
+    folder = weights.parent
+    return folder if (folder / "config.json").is_file() else None
+
+
+def build_model(cfg: TrainConfig, num_classes: int,
+                load_pretrained: bool = True) -> tuple[nn.Module, list[str]]:
+    """The run's model with ``num_classes`` outputs; with ``--pretrained`` every tensor but a
+    classifier of another size is loaded (a new head, as fine-tuning wants). Returns the model and
+    the names of the re-initialised tensors."""
+    kwargs = model_kwargs(cfg.model, cfg.img_size, cfg.model_kwargs)
+    model = create_model(cfg.model, num_classes=num_classes, in_chans=cfg.in_chans, **kwargs)
+    model = with_input_size(model, cfg.img_size)
+    skipped: list[str] = []
+    if cfg.pretrained and load_pretrained:
+        from ..weights import load_into
+        from ..weights.io import load_state_dict
+        path = resolve_weights(cfg.pretrained)
+        skipped = load_into(model, load_state_dict(path), source=str(path))
+    return model, skipped
+
+
+def load_run_model(run: Path, weights: Path | None = None) -> tuple[nn.Module, dict]:
+    """Rebuild a trained model from its run folder (config.json) and load its weights."""
+    from ..weights import load_into
+    from ..weights.io import load_state_dict
+
+    config = require_run(run)
+    cfg = TrainConfig.from_dict(config["train"])
+    kwargs = model_kwargs(cfg.model, cfg.img_size, cfg.model_kwargs)
+    model = create_model(cfg.model, num_classes=len(config["classes"]), in_chans=cfg.in_chans,
+                         **kwargs)
+    model = with_input_size(model, cfg.img_size)
+    weights = weights or resolve_weights(str(run))
+    load_into(model, load_state_dict(weights), source=str(weights))
+    return model, config
+
+
+def classifier_classes(state: dict[str, torch.Tensor], model_name: str) -> int | None:
+    """Number of classes a bare weights file was trained for (its classifier's rows)."""
+    key = default_cfg(model_name).classifier + ".weight"
+    return int(state[key].shape[0]) if key in state else None
+
+
+def check_choice(value: str, choices, what: str) -> None:
+    if value not in choices:
+        raise CnnzooError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")

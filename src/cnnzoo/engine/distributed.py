@@ -1,0 +1,73 @@
+"""torchrun integration: one process per device, DistributedDataParallel, rank-0 side effects.
+
+``cnnzoo train`` needs no flag to run distributed: under ``torchrun`` the environment carries
+RANK/WORLD_SIZE/LOCAL_RANK and the rendezvous address, and this module joins the group (NCCL on
+GPUs, gloo on CPU). Multi-node runs use torchrun's usual ``--nnodes``/``--rdzv_*`` flags.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def setup(device: str | None = None) -> DistInfo:
+    """Join the process group when launched by torchrun; pick this process's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local_rank if world > 1 else (dev.index or 0))
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return DistInfo(rank, world, local_rank, dev)
+
+
+def teardown(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def all_sum(info: DistInfo, values: list[float]) -> list[float]:
+    """Sum of each value over all processes (float64, so means over ranks stay exact)."""
+    if not info.enabled:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64,
+                     device=info.device if info.device.type == "cuda" else "cpu")
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def all_sum_tensor(info: DistInfo, t: torch.Tensor) -> torch.Tensor:
+    if info.enabled:
+        t = t.clone()
+        dist.all_reduce(t)
+    return t
+

@@ -1,0 +1,53 @@
+"""Top-k prediction on image files, with class names from the run that trained the model."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import DataError
+from .evaluate import logits_of
+
+
+def open_image(path: str | Path):
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"image not found: {path}")
+    if path.is_dir():
+        raise DataError(f"expected an image file, got a folder: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert("RGB") if im.mode not in ("L", "RGB") else im.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from None
+
+
+def class_names(num_classes: int, run_config: dict | None) -> list[str]:
+    """The run's class names; ImageNet's for a 1000-class model without a run; else indices."""
+    if run_config and len(run_config.get("classes", ())) == num_classes:
+        return list(run_config["classes"])
+    if num_classes == 1000:
+        try:
+            names = importlib.import_module("cnnzoo.weights.imagenet").IMAGENET_CLASSES
+            if len(names) == 1000:
+                return list(names)
+        except (ImportError, AttributeError):
+            pass
+    return [str(i) for i in range(num_classes)]
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: list, transform, k: int = 5,
+            device: torch.device | str = "cpu") -> list[list[tuple[int, float]]]:
+    """For each image, the ``k`` most probable classes as ``(index, probability)``."""
+    model.eval().to(device)
+    batch = torch.stack([transform(im) for im in images]).to(device)
+    probs = logits_of(model(batch)).float().softmax(1)
+    k = min(k, probs.shape[1])
+    top = probs.topk(k, 1)
+    return [list(zip(idx.tolist(), p.tolist())) for idx, p in zip(top.indices, top.values)]

@@ -1,0 +1,109 @@
+"""The run folder: everything a training run leaves behind, readable without cnnzoo.
+
+    config.json           the resolved configuration (model, data, hyper-parameters, classes)
+    split.json            the held-out indices when the data had a single split
+    metrics.csv           one row per epoch
+    curves.png            loss and accuracy per epoch
+    last.safetensors      weights after the latest epoch (+ last.state.safetensors to resume)
+    best.safetensors      weights of the best validation top-1 (+ best.state.safetensors)
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import CnnzooError
+from ..weights.io import atomic_write
+
+CONFIG = "config.json"
+SPLIT = "split.json"
+METRICS = "metrics.csv"
+CURVES = "curves.png"
+RUN_FILES = (CONFIG, SPLIT, METRICS, CURVES, "last.safetensors", "last.state.safetensors",
+             "best.safetensors", "best.state.safetensors")
+METRIC_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5",
+                 "images_per_s", "seconds")
+
+
+class RunFolderError(CnnzooError):
+    """A run folder that does not exist, is not a run, or would be overwritten."""
+
+
+def is_run(path: Path) -> bool:
+    return (path / CONFIG).is_file()
+
+
+def check_new(path: Path, force: bool) -> None:
+    """Refuse a non-empty folder as a new run's output unless ``force``."""
+    if path.exists() and not path.is_dir():
+        raise RunFolderError(f"{path} exists and is a file; choose another --output")
+    if path.exists() and any(path.iterdir()) and not force:
+        what = "a run" if is_run(path) else "files"
+        raise RunFolderError(f"{path} already holds {what}; pass --force to overwrite, "
+                             f"--resume {path} to continue it, or choose another --output")
+
+
+def prepare_new(path: Path, force: bool) -> None:
+    check_new(path, force)
+    path.mkdir(parents=True, exist_ok=True)
+    if force:
+        for name in RUN_FILES:
+            (path / name).unlink(missing_ok=True)
+
+
+def require_run(path: Path) -> dict[str, Any]:
+    """The config of an existing run, or one clear error."""
+    if not path.exists():
+        raise RunFolderError(f"run folder not found: {path}")
+    if not path.is_dir() or not is_run(path):
+        raise RunFolderError(f"{path} is not a cnnzoo run folder (no {CONFIG}); give the folder "
+                             f"`cnnzoo train` wrote")
+    try:
+        return json.loads((path / CONFIG).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RunFolderError(f"cannot read {path / CONFIG}: {exc}") from None
+
+
+def write_json(path: Path, obj: Any) -> None:
+    text = json.dumps(obj, indent=2) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def read_split(path: Path) -> list[int] | None:
+    file = path / SPLIT
+    return json.loads(file.read_text())["val_indices"] if file.exists() else None
+
+
+def write_metrics(path: Path, history: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    text = buf.getvalue()
+    atomic_write(path / METRICS, lambda tmp: Path(tmp).write_text(text))
+
+
+def plot_curves(path: Path, history: list[dict], title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+        ax_loss.plot(epochs, [r.get(key) for r in history], marker="o", label=label)
+    for key, label in (("train_acc", "train"), ("val_acc", "validation")):
+        ax_acc.plot(epochs, [r.get(key) for r in history], marker="o", label=label)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="top-1 (%)", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    atomic_write(path / CURVES, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    plt.close(fig)

@@ -1,0 +1,135 @@
+"""The evolution atlas: every registered model built, measured and drawn on one page.
+
+Parameters, MACs and diagrams come from the meta device (no memory, no arithmetic); only the CPU
+latency needs real weights, so each model is built for real once, timed at batch 1 (median of a
+few runs after a warm-up) and dropped before the next. A model that fails to build or trace is
+listed with its error instead of stopping the atlas: the page is for every model in the registry.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..registry import create_model, default_cfg, list_models, model_card
+from . import charts
+from .counts import count_macs, count_params
+from .draw import auto_depth, build_view, render_svg_text, to_dot
+from .graph import trace
+from .summary import human
+
+
+@dataclass
+class AtlasRow:
+    name: str
+    family: str
+    year: int
+    paper: str
+    url: str | None
+    innovation: str
+    top1: float | None
+    top1_source: str
+    input_size: tuple[int, int, int]
+    params: int | None = None
+    macs: int | None = None
+    latency_ms: float | None = None
+    diagram_depth: int | None = None
+    error: str | None = None
+
+
+def measure(name: str, *, runs: int = 3, latency: bool = True,
+            threads: int = 1) -> tuple[AtlasRow, str | None]:
+    """One model's row and its diagram as Graphviz source (None if it could not be traced)."""
+    card, cfg = model_card(name), default_cfg(name)
+    row = AtlasRow(name, card.family, card.year, card.paper, card.url, card.innovation, card.top1,
+                   card.top1_source, tuple(cfg.input_size))
+    source = None
+    try:
+        with torch.device("meta"):
+            model = create_model(name)
+        row.params = count_params(model)
+        row.macs = count_macs(model)
+        graph = trace(model)
+        row.diagram_depth = auto_depth(graph)
+        source = to_dot(build_view(graph, row.diagram_depth),
+                        f"{name}  ({'x'.join(map(str, row.input_size))} input)")
+        del model, graph
+        if latency:
+            row.latency_ms = cpu_latency_ms(name, runs, threads)
+    except Exception as exc:  # one broken model must not hide the others
+        row.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    return row, source
+
+
+def cpu_latency_ms(name: str, runs: int = 3, threads: int = 1) -> float:
+    """Median wall time of one forward pass of one image on the CPU, after one warm-up pass.
+
+    One thread by default, as the MobileNet and EfficientNet papers time single-threaded
+    phone cores: the figure then compares across machines and stays steady when other
+    processes share the CPU (with two threads and a busy neighbour, every layer's thread
+    barrier waits on a descheduled thread, which made ResNet-18 ten times slower here).
+    """
+    model = create_model(name).eval()
+    x = torch.randn(1, *default_cfg(name).input_size)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    times = []
+    try:
+        with torch.inference_mode():
+            model(x)
+            for _ in range(max(1, runs)):
+                t0 = time.perf_counter()
+                model(x)
+                times.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        torch.set_num_threads(before)
+    return statistics.median(times)
+
+
+def build_atlas(out_dir: str | Path, pattern: str = "*", *, quick: bool = False, runs: int = 3,
+                threads: int = 1, log: Callable[[str], None] = print) -> Path:
+    """Measure every model matching ``pattern`` and write ``out_dir``/index.html and its charts.
+
+    ``quick`` skips the latency (the only part that runs real arithmetic) for tests and previews.
+    """
+    out = Path(out_dir)
+    (out / "diagrams").mkdir(parents=True, exist_ok=True)
+    names = list_models(pattern)
+    rows, diagrams = [], {}
+    started = time.perf_counter()
+    for i, name in enumerate(names, start=1):
+        row, source = measure(name, runs=runs, latency=not quick, threads=threads)
+        svg = render_svg_text(source) if source else None
+        if source:
+            (out / "diagrams" / f"{name}.dot").write_text(source)
+        if svg:
+            (out / "diagrams" / f"{name}.svg").write_text(svg)
+            diagrams[name] = svg
+        rows.append(row)
+        log(f"[{i}/{len(names)}] {name}: " + (f"error {row.error}" if row.error else
+            f"{human(row.params)} params, {human(row.macs)} MACs"
+            + (f", {row.latency_ms:.1f} ms" if row.latency_ms is not None else "")))
+    data = [asdict(r) for r in rows]
+    ok = [d for d in data if d["error"] is None]
+    figures = {}
+    for stem, make in (("timeline", charts.timeline), ("top1_vs_macs", charts.top1_vs_macs),
+                       ("params_macs_by_year", charts.by_year)):
+        figures[stem] = charts.save(make(ok), out / stem) if ok else None
+    machine = dict(cpu=platform.processor() or platform.machine(), threads=threads,
+                   cores=os.cpu_count(), torch=torch.__version__,
+                   python=platform.python_version(),
+                   latency="not measured (--quick)" if quick else
+                   f"batch 1, {threads} thread{'s' if threads > 1 else ''}, median of {runs} "
+                   f"runs after a warm-up")
+    (out / "atlas.json").write_text(json.dumps(dict(machine=machine, models=data), indent=2))
+    from .atlas_html import page
+    (out / "index.html").write_text(page(data, figures, diagrams, machine))
+    log(f"wrote {out / 'index.html'} ({len(rows)} models, {time.perf_counter() - started:.0f} s)")
+    return out / "index.html"

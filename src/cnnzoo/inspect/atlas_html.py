@@ -1,0 +1,175 @@
+"""The atlas page: one self-contained HTML file (images inlined as data URIs, no network)."""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 0 auto;
+       max-width: 1200px; padding: 0 1.5rem 4rem; color: #222; line-height: 1.45; }
+h1 { margin-top: 1.5rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2rem; margin-top: 2.2rem; }
+nav a { margin-right: 1rem; }
+figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: .9rem; }
+table { border-collapse: collapse; width: 100%; font-size: .88rem; }
+th, td { padding: .3rem .5rem; border-bottom: 1px solid #eee; text-align: right; }
+th { cursor: pointer; background: #f6f6f6; position: sticky; top: 0; user-select: none; }
+th[data-order="asc"]::after { content: " ▲"; } th[data-order="desc"]::after { content: " ▼"; }
+td.t, th.t { text-align: left; }
+tr:hover td { background: #fafaf0; }
+.family { margin-top: 2rem; } .family p { margin: .2rem 0 .6rem; color: #444; }
+.model { border: 1px solid #e4e4e4; border-radius: 6px; padding: .5rem .9rem; margin: .6rem 0; }
+.model h4 { margin: .2rem 0; font-size: 1.05rem; }
+.meta { color: #555; font-size: .88rem; }
+.err { color: #a00; }
+details summary { cursor: pointer; color: #2a5db0; margin: .3rem 0; }
+details img { max-width: 100%; }
+"""
+
+_JS = """
+document.querySelectorAll('#models thead th').forEach(function (th, col) {
+  th.addEventListener('click', function () {
+    var body = document.querySelector('#models tbody');
+    var asc = th.dataset.order !== 'asc';
+    document.querySelectorAll('#models thead th').forEach(function (h) { delete h.dataset.order; });
+    th.dataset.order = asc ? 'asc' : 'desc';
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = a.cells[col].dataset.v, y = b.cells[col].dataset.v;
+      var nx = parseFloat(x), ny = parseFloat(y);
+      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : String(x).localeCompare(String(y));
+      return asc ? c : -c;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+  });
+});
+"""
+
+
+def _e(text) -> str:
+    return html.escape("" if text is None else str(text), quote=True)
+
+
+def _svg_img(svg: str, alt: str, lazy: bool = False) -> str:
+    data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
+    return (f'<img alt="{_e(alt)}"{" loading=lazy" if lazy else ""} '
+            f'src="data:image/svg+xml;base64,{data}">')
+
+
+def _num(v, scale: float, digits: int) -> tuple[str, str]:
+    """(shown text, sort key) of a number that may be missing."""
+    if v is None:
+        return "–", "-1"
+    x = v / scale
+    # LeNet-5's 0.0004 GMACs must not read as 0.000: small values keep 3 significant digits.
+    return (f"{x:.{digits}f}" if x >= 1 or x == 0 else f"{x:.3g}"), repr(v)
+
+
+def _macs(v: int) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if v >= div:
+            return f"{v / div:.3g} {unit}MACs"
+    return f"{v} MACs"
+
+
+def _table(rows: list[dict]) -> str:
+    head = [("model", "t"), ("family", "t"), ("year", ""), ("params (M)", ""), ("GMACs", ""),
+            ("CPU latency (ms)", ""), ("paper top-1 (%)", ""), ("input", ""), ("paper", "t")]
+    out = ['<table id="models"><thead><tr>' +
+           "".join(f'<th class="{c}">{_e(h)}</th>' for h, c in head) + "</tr></thead><tbody>"]
+    for r in rows:
+        cells = [(f'<a href="#m-{_e(r["name"])}">{_e(r["name"])}</a>', r["name"], "t"),
+                 (_e(r["family"]), r["family"], "t"), (str(r["year"]), str(r["year"]), "")]
+        for key, scale, digits in (("params", 1e6, 2), ("macs", 1e9, 3), ("latency_ms", 1, 1),
+                                   ("top1", 1, 1)):
+            shown, sort = _num(r.get(key), scale, digits)
+            cells.append((shown, sort, ""))
+        c, h, w = r["input_size"]
+        cells.append((f"{c}×{h}×{w}", str(h), ""))
+        link = (f'<a href="{_e(r["url"])}">{_e(r["paper"])}</a>' if r.get("url") else
+                _e(r["paper"]))
+        cells.append((link, r["paper"], "t"))
+        out.append(f'<tr data-name="{_e(r["name"])}">' + "".join(
+            f'<td class="{c}" data-v="{_e(v)}">{text}</td>' for text, v, c in cells) + "</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def _model_section(r: dict, diagram: str | None) -> str:
+    parts = [f'<div class="model" id="m-{_e(r["name"])}" data-model="{_e(r["name"])}">',
+             f'<h4>{_e(r["name"])}</h4>']
+    if r.get("error"):
+        parts.append(f'<p class="err">could not be measured: {_e(r["error"])}</p>')
+    else:
+        lat = "" if r.get("latency_ms") is None else f' · {r["latency_ms"]:.1f} ms on this CPU'
+        parts.append(f'<p class="meta">{r["params"]:,} params · {_macs(r["macs"])} at '
+                     f'{r["input_size"][1]}×{r["input_size"][2]}{lat}</p>')
+    top1 = "no paper ImageNet top-1" if r.get("top1") is None else f'paper top-1 {r["top1"]:.1f}%'
+    parts.append(f'<p class="meta">{_e(top1)} ({_e(r["top1_source"])})</p>')
+    if diagram:
+        parts.append(f'<details><summary>diagram (folded at depth {r["diagram_depth"]}; '
+                     f'`cnnzoo draw {_e(r["name"])}` for every layer)</summary>'
+                     f'{_svg_img(diagram, r["name"] + " diagram", lazy=True)}</details>')
+    elif not r.get("error"):
+        parts.append('<p class="meta">no diagram: Graphviz `dot` is not installed</p>')
+    parts.append("</div>")
+    return "\n".join(parts)
+
+
+def page(rows: list[dict], figures: dict[str, str | None], diagrams: dict[str, str],
+         machine: dict) -> str:
+    rows = sorted(rows, key=lambda r: (r["year"], r["family"], r["name"]))
+    families: dict[str, list[dict]] = {}
+    for r in rows:
+        families.setdefault(r["family"], []).append(r)
+    captions = {
+        "timeline": "Each family at the year of its paper, with the idea it brought.",
+        "top1_vs_macs": "ImageNet top-1 as each paper reports it (see the table for where) "
+                        "against multiply-accumulates at the model's default resolution; "
+                        "bubble area is proportional to the parameter count.",
+        "params_macs_by_year": "Parameters and compute of every registered model by year.",
+    }
+    figs = []
+    for stem, caption in captions.items():
+        svg = figures.get(stem)
+        if svg:
+            figs.append(f'<figure id="fig-{stem}">{_svg_img(svg, stem)}<figcaption>{_e(caption)} '
+                        f'Files: {stem}.svg, {stem}.png.</figcaption></figure>')
+    fam_html = []
+    for fam, members in families.items():
+        first = members[0]
+        link = f' — <a href="{_e(first["url"])}">{_e(first["paper"])}</a>' if first.get("url") \
+            else f' — {_e(first["paper"])}'
+        fam_html.append(f'<section class="family" id="f-{_e(fam)}"><h3>{_e(fam)} '
+                        f'({first["year"]})</h3><p>{_e(first["innovation"])}{link}</p>' +
+                        "\n".join(_model_section(r, diagrams.get(r["name"])) for r in members) +
+                        "</section>")
+    when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    measured = (f'Measured {when} on {_e(machine["cpu"])} ({machine["cores"]} cores), '
+                f'torch {_e(machine["torch"])}; latency: {_e(machine["latency"])}. '
+                f'MACs are counted by torch.utils.flop_counter (FLOPs = 2 × MACs).')
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>cnnzoo atlas: the evolution of classic CNNs</title>
+<style>{_CSS}</style></head>
+<body>
+<h1>The evolution of classic CNNs</h1>
+<p>{len(rows)} models of {len(families)} families, from {rows[0]["year"] if rows else "?"} to
+{rows[-1]["year"] if rows else "?"}, built by <code>cnnzoo</code> and measured on one machine.
+{measured}</p>
+<nav><a href="#timeline">timeline</a><a href="#charts">charts</a><a href="#table">table</a>
+<a href="#families">models and diagrams</a></nav>
+<h2 id="timeline">Timeline</h2>
+{figs[0] if figs else "<p>no chart: no model could be measured</p>"}
+<h2 id="charts">Accuracy, size and compute</h2>
+{"".join(figs[1:])}
+<h2 id="table">All models</h2>
+<p class="meta">Click a column to sort.</p>
+{_table(rows)}
+<h2 id="families">Models and diagrams</h2>
+{"".join(fam_html)}
+<script>{_JS}</script>
+</body></html>
+"""

@@ -1,0 +1,192 @@
+"""A model as a graph of layers: a torch.fx trace with the shape of every tensor.
+
+Diagrams and receptive fields both need the real data flow (a residual's skip, an Inception
+module's parallel towers, a dense block's concatenations), which a module tree alone does not
+give. torch.fx records it without running the network's arithmetic when the model sits on the
+meta device, so even EfficientNet-B7 at 600x600 traces in a moment.
+
+Tracing is generic: whatever a family writes, a module whose ``forward`` fx cannot follow
+(a Python ``if`` on a tensor's shape, say) is retried as one opaque leaf, so every registered
+model gets a graph, only coarser where its code is dynamic.
+"""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+# How many modules may be turned into leaves before giving up on a model.
+_MAX_RETRIES = 40
+
+
+@dataclass
+class GNode:
+    """One operation of the traced network."""
+
+    name: str                        # unique fx node name
+    op: str                          # 'input', 'module', 'function', 'output'
+    target: str                      # module path ('stages.0.blocks.1.conv2') or function name
+    module: nn.Module | None = field(repr=False)
+    inputs: list[str]                # names of the tensor-valued nodes it reads
+    shape: tuple[int, ...] | None    # its output shape without the batch dimension
+    scope: tuple[str, ...]           # the module paths it is inside, outer to inner
+    fn: object = None                # the function or method name of a 'function' node
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class ModelGraph:
+    model: nn.Module
+    input_size: tuple[int, ...]
+    nodes: list[GNode]               # topological order
+    module_outputs: dict[str, str]   # module path -> name of the node holding its output
+
+    def node(self, name: str) -> GNode:
+        return self._by_name[name]
+
+    def __post_init__(self) -> None:
+        self._by_name = {n.name: n for n in self.nodes}
+
+    def output_of(self, path: str) -> GNode | None:
+        name = self.module_outputs.get(path)
+        return self._by_name.get(name) if name else None
+
+
+def is_atomic(m: nn.Module) -> bool:
+    """A Sequential of plain torch layers (ConvNormAct, a stem) reads as one layer in a diagram."""
+    children = list(m.children())
+    return (isinstance(m, nn.Sequential) and len(children) > 0
+            and all(_is_torch_layer(c) for c in children))
+
+
+def _is_torch_layer(m: nn.Module) -> bool:
+    mod = type(m).__module__
+    return (mod.startswith("torch.nn") or mod.startswith("torchvision.ops")) and not isinstance(
+        m, (nn.Sequential, nn.ModuleList, nn.ModuleDict))
+
+
+class _Tracer(fx.Tracer):
+    def __init__(self, leaves: set[str], atomic: bool):
+        super().__init__()
+        self.leaves = leaves
+        self.atomic = atomic
+        self.module_outputs: dict[str, str] = {}
+        self.failed_at: str | None = None
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if qualname in self.leaves or (self.atomic and is_atomic(m)):
+            return True
+        return super().is_leaf_module(m, qualname)
+
+    def call_module(self, m, forward, args, kwargs):
+        path = self.path_of_module(m)
+        try:
+            out = super().call_module(m, forward, args, kwargs)
+        except Exception:
+            # The innermost failing module is the first to see the exception.
+            if self.failed_at is None:
+                self.failed_at = path
+            raise
+        if isinstance(out, fx.Proxy) and path not in self.module_outputs:
+            self.module_outputs[path] = out.node.name
+        return out
+
+
+def trace(model: nn.Module, input_size: tuple[int, ...] | None = None, *,
+          atomic: bool = True) -> ModelGraph:
+    """Trace ``model`` and propagate shapes for one input of ``input_size`` (C, H, W).
+
+    ``atomic=True`` keeps Sequentials of plain torch layers (conv-norm-act) as single nodes, as
+    a diagram wants; receptive fields use ``atomic=False`` to see every layer.
+    """
+    if input_size is None:
+        input_size = tuple(model.default_cfg.input_size)
+    # Traced in eval mode: the graph of inference (no auxiliary heads, no stochastic depth).
+    was_training = model.training
+    model.eval()
+    try:
+        return _trace(model, tuple(input_size), atomic)
+    finally:
+        model.train(was_training)
+
+
+def _trace(model: nn.Module, input_size: tuple[int, ...], atomic: bool) -> ModelGraph:
+    leaves: set[str] = set()
+    for _ in range(_MAX_RETRIES):
+        tracer = _Tracer(leaves, atomic)
+        try:
+            graph = tracer.trace(model)
+            break
+        except Exception:
+            if tracer.failed_at is None or tracer.failed_at in leaves:
+                raise
+            leaves.add(tracer.failed_at)
+    else:  # pragma: no cover - a model that needs more opaque modules than this is a bug
+        raise RuntimeError(f"could not trace {type(model).__name__}")
+    gm = fx.GraphModule(model, graph)
+    _propagate_shapes(gm, model, input_size)
+    return _to_model_graph(model, input_size, gm, tracer.module_outputs)
+
+
+def _propagate_shapes(gm: fx.GraphModule, model: nn.Module, input_size) -> None:
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    with torch.no_grad():
+        ShapeProp(gm).propagate(torch.zeros(1, *input_size, device=device))
+
+
+def _shape(node: fx.Node) -> tuple[int, ...] | None:
+    meta = node.meta.get("tensor_meta")
+    if meta is None or not hasattr(meta, "shape"):
+        return None
+    return tuple(meta.shape[1:])
+
+
+def _scope(node: fx.Node) -> tuple[str, ...]:
+    stack = node.meta.get("nn_module_stack") or {}
+    paths = [qualname for qualname, _ in stack.values() if qualname]
+    if node.op == "call_module" and paths and paths[-1] == node.target:
+        paths = paths[:-1]
+    return tuple(paths)
+
+
+def _to_model_graph(model, input_size, gm: fx.GraphModule, module_outputs) -> ModelGraph:
+    nodes: list[GNode] = []
+    tensor_nodes: set[str] = set()
+    for n in gm.graph.nodes:
+        shape = _shape(n)
+        inputs = [a.name for a in n.all_input_nodes if a.name in tensor_nodes]
+        if n.op == "placeholder":
+            op, target, module, fn = "input", "input", None, None
+        elif n.op == "output":
+            op, target, module, fn = "output", "output", None, None
+        elif n.op == "call_module":
+            op, target, module, fn = "module", str(n.target), gm.get_submodule(n.target), None
+        elif n.op in ("call_function", "call_method"):
+            op, fn = "function", n.target
+            target = n.target if isinstance(n.target, str) else getattr(
+                n.target, "__name__", str(n.target))
+            module = None
+        else:  # get_attr: a parameter used directly, not a step of the data flow
+            continue
+        if shape is None and op not in ("input", "output"):
+            continue  # sizes and other non-tensor values are bookkeeping, not data flow
+        tensor_nodes.add(n.name)
+        nodes.append(GNode(n.name, op, target, module, inputs, shape, _scope(n), fn,
+                           tuple(n.args), dict(n.kwargs)))
+        if op == "module":
+            module_outputs.setdefault(target, n.name)
+    out = nodes[-1]
+    if out.op == "output" and out.inputs:
+        out.shape = nodes[[x.name for x in nodes].index(out.inputs[0])].shape
+    return ModelGraph(model, tuple(input_size), nodes, dict(module_outputs))
+
+
+ADD_OPS = (operator.add, operator.iadd, torch.add, "add", "add_")
+MUL_OPS = (operator.mul, operator.imul, torch.mul, "mul", "mul_")
+CAT_OPS = (torch.cat, torch.concat, "cat")

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from datagen import make_image_folder
+from PIL import Image
+
+from cnnzoo.cli import main
+from cnnzoo.engine.checkpoint import save_weights
+from cnnzoo.registry import create_model
+
+FAST = ["--epochs", "1", "--limit-batches", "3", "-b", "16", "--no-augment"]
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "lenet"
+    assert main(["train", "lenet5", "--data", "digits", "-o", str(run), *FAST]) == 0
+    return run
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_train_prints_held_out_accuracy_and_fills_the_run_folder(digits_run, capsys):
+    config = json.loads((digits_run / "config.json").read_text())
+    assert config["train"]["model"] == "lenet5" and config["classes"][0] == "0"
+    assert config["val_images"] == len(json.loads((digits_run / "split.json").read_text())
+                                       ["val_indices"])
+    assert (digits_run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_existing_run_folder_is_not_overwritten_without_force(digits_run, capsys):
+    before = {p.name: p.read_bytes() for p in digits_run.iterdir()}
+    assert main(["train", "lenet5", "-o", str(digits_run), *FAST]) == 2
+    assert "--force" in _one_line_error(capsys)
+    assert {p.name: p.read_bytes() for p in digits_run.iterdir()} == before
+
+
+def test_force_replaces_a_run_and_resume_of_a_finished_run_changes_nothing(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "lenet5", "-o", str(run), *FAST]) == 0
+    assert main(["train", "lenet5", "-o", str(run), "--force", "--seed", "7", *FAST]) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["seed"] == 7
+    before = (run / "last.safetensors").read_bytes()
+    assert main(["train", "--resume", str(run)]) == 0  # all epochs done: nothing to train
+    assert (run / "last.safetensors").read_bytes() == before
+
+
+def test_eval_scores_the_runs_held_out_split(digits_run, tmp_path, capsys):
+    png = tmp_path / "cm.png"
+    assert main(["eval", "lenet5", "--weights", str(digits_run), "-o", str(png), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    config = json.loads((digits_run / "config.json").read_text())
+    assert out["images"] == config["val_images"]
+    assert 0 <= out["top1"] <= out["top5"] <= 100
+    assert set(out["per_class"]) == set(config["classes"])
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    # A second eval would overwrite the picture: not without --force.
+    assert main(["eval", "lenet5", "--weights", str(digits_run), "-o", str(png)]) == 2
+    _one_line_error(capsys)
+
+
+def test_predict_prints_k_classes_with_the_runs_names(digits_run, tmp_path, capsys):
+    image = tmp_path / "glyph.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 20), np.uint8)).save(image)
+    assert main(["predict", "lenet5", "--weights", str(digits_run / "best.safetensors"),
+                 str(image), "-k", "3", "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)[0]["top"]
+    assert len(top) == 3
+    assert {t["class"] for t in top} <= {str(i) for i in range(10)}
+    assert top[0]["prob"] >= top[1]["prob"] >= top[2]["prob"]
+
+
+def test_predict_with_a_pretrained_file_names_classes_by_index(tmp_path, capsys):
+    weights = tmp_path / "w.safetensors"
+    save_weights(weights, create_model("lenet5", num_classes=4).state_dict(), {})
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    assert main(["predict", "lenet5", "--weights", str(weights), str(image), "-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(image) and len(lines) == 3
+
+
+def _bad_case(case, tmp_path, digits_run):
+    if case == "missing path":
+        return ["train", "lenet5", "--data", str(tmp_path / "nope")]
+    if case == "empty folder":
+        (tmp_path / "empty").mkdir()
+        return ["train", "lenet5", "--data", str(tmp_path / "empty")]
+    if case == "one class":
+        make_image_folder(tmp_path / "one", per_class=2, classes={"cat": (9, 9, 9)})
+        return ["train", "lenet5", "--data", str(tmp_path / "one")]
+    if case == "unreadable image":
+        make_image_folder(tmp_path / "bad", per_class=2)
+        (tmp_path / "bad" / "red" / "x.jpg").write_bytes(b"\xff\xd8 truncated")
+        return ["train", "lenet5", "--data", str(tmp_path / "bad")]
+    if case == "resume of a non-run":
+        (tmp_path / "notrun").mkdir()
+        (tmp_path / "notrun" / "notes.txt").write_text("mine")
+        return ["train", "--resume", str(tmp_path / "notrun")]
+    if case == "pretrained for another architecture":
+        other = tmp_path / "resnet.safetensors"
+        save_weights(other, create_model("resnet18", num_classes=10).state_dict(), {})
+        return ["train", "lenet5", "--pretrained", str(other)]
+    if case == "unreadable predict image":
+        (tmp_path / "x.png").write_text("text")
+        return ["predict", "lenet5", "--weights", str(digits_run), str(tmp_path / "x.png")]
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", [
+    "missing path", "empty folder", "one class", "unreadable image", "resume of a non-run",
+    "pretrained for another architecture", "unreadable predict image"])
+def test_bad_input_ends_in_one_line_and_exit_2(case, tmp_path, digits_run, capsys):
+    out = tmp_path / "run"
+    argv = _bad_case(case, tmp_path, digits_run)
+    if argv[0] == "train" and "--resume" not in argv:
+        argv += ["-o", str(out), *FAST]
+    assert main(argv) == 2
+    _one_line_error(capsys)
+    assert not out.exists() or not any(out.iterdir())  # no half-made run left behind
+    if case == "resume of a non-run":
+        assert (tmp_path / "notrun" / "notes.txt").read_text() == "mine"
+

@@ -67,15 +67,18 @@ def build_ours_from(name: str, weights, **kwargs) -> nn.Module:
     return model.eval()
 
 
-def calibrate_bn(model: nn.Module, size: int, seed: int = 1) -> None:
+def calibrate_bn(model: nn.Module, size: int, seed: int = 1, chans: int = 3,
+                 batch: int = 4) -> None:
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative average: after one batch, exactly its statistics
     model.train()
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        model(torch.randn(4, 3, size, size, generator=gen))
+        model(torch.randn(batch, chans, size, size, generator=gen))
     model.eval()
 
 

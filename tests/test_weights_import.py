@@ -247,3 +247,17 @@ def test_auxiliary_heads_are_imported_when_the_model_builds_them():
     mine, tv = ours.state_dict(), theirs.state_dict()
     assert torch.equal(mine["aux_heads.inception_4d.fc.weight"], tv["aux2.fc2.weight"])
     assert torch.equal(mine["aux_heads.inception_4a.convs.0.conv.weight"], tv["aux1.conv.conv.weight"])
+
+
+def test_sources_table_is_what_the_generator_makes_from_the_installed_libraries():
+    # sources.json is generated, never edited: after a change to PEERS, run
+    # `python -m cnnzoo.weights._generate`.
+    import json
+    from pathlib import Path
+
+    import cnnzoo.weights as weights
+    from cnnzoo.weights._generate import imagenet_classes, sources_table
+    here = Path(weights.__file__).parent
+    assert json.loads((here / "sources.json").read_text()) == \
+        json.loads(json.dumps(sources_table()))
+    assert list(IMAGENET_CLASSES) == imagenet_classes()

@@ -2,16 +2,20 @@
 
 A *layout* is the naming scheme of one source family (torchvision's ResNet: ``layer1.0.bn2``;
 ours: ``stages.0.blocks.0.conv2.bn``). It is a tuple of rules, tried in order on every source key;
-the first that matches the start of the key rewrites that part and keeps the rest:
+the first that matches the start of the key rewrites that part and keeps the rest (a layout of
+several passes, a tuple of such tuples, applies them one after the other):
 
 - ``Rename(pattern, template)``: a regular expression on the key's start and the text that
   replaces it. Named groups fill ``{name}`` in the template; ``{name-1}`` and ``{name+1}``
   shift a number (torchvision counts ``layer1..4``, we count ``stages.0..3``). ``template=None``
-  drops the key (an auxiliary head we do not build).
+  drops the key; ``optional=True`` drops it when our model lacks the target (an auxiliary
+  classifier the user did not ask for).
 - ``InOrder(source, ours)``: for flat ``nn.Sequential`` stacks whose indices depend on the
   variant (VGG's ``features.0, 1, 3, 4, 7...``): the source modules matching ``source`` are
-  paired, in order, with our modules matching ``ours``.
+  paired, in order, with our modules matching ``ours``. Shapes are checked on load, so a
+  misaligned pairing fails loudly.
 
+A tensor stored as a convolution where we hold a dense layer (timm's VGG) is reshaped on the way.
 ``PEERS`` says which registered model has which peer in which source, under which layout. The
 tests build every peer with random weights and check that ours computes the same function, so an
 entry here is a promise that is checked, not a hope.
@@ -23,9 +27,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
-
-SOURCES = ("torchvision", "timm")
-
 
 @dataclass(frozen=True)
 class Rename:

@@ -8,8 +8,8 @@ several passes, a tuple of such tuples, applies them one after the other):
 - ``Rename(pattern, template)``: a regular expression on the key's start and the text that
   replaces it. Named groups fill ``{name}`` in the template; ``{name-1}`` and ``{name+1}``
   shift a number (torchvision counts ``layer1..4``, we count ``stages.0..3``). ``template=None``
-  drops the key; ``optional=True`` drops it when our model lacks the target (an auxiliary
-  classifier the user did not ask for).
+  drops the key; an ``optional=True`` rule applies only where our model has the target, else the
+  next rules are tried (an auxiliary classifier the user did not ask for is then dropped).
 - ``InOrder(source, ours)``: for flat ``nn.Sequential`` stacks whose indices depend on the
   variant (VGG's ``features.0, 1, 3, 4, 7...``): the source modules matching ``source`` are
   paired, in order, with our modules matching ``ours``. Shapes are checked on load, so a
@@ -32,7 +32,7 @@ import torch
 class Rename:
     pattern: str
     template: str | None
-    optional: bool = False  # dropped when our model lacks the target (an aux head not built)
+    optional: bool = False  # applies only where our model has the target; else the next rule
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,7 @@ _GOOGLENET = (
     Rename(r"aux2\.conv\.", "aux_heads.inception_4d.convs.0.", optional=True),
     Rename(r"aux2\.fc1\.", "aux_heads.inception_4d.fc1.", optional=True),
     Rename(r"aux2\.fc2\.", "aux_heads.inception_4d.fc.", optional=True),
+    Rename(r"aux[12]\.", None),
     Rename(r"fc\.", "head.fc."),
 )
 
@@ -97,6 +98,7 @@ _INCEPTION_V3 = (
     Rename(r"Mixed_(?P<b>\d[a-e])\.", "blocks.mixed_{b}."),
     Rename(r"AuxLogits\.conv(?P<i>[01])\.", "aux_heads.mixed_6e.convs.{i}.", optional=True),
     Rename(r"AuxLogits\.fc\.", "aux_heads.mixed_6e.fc.", optional=True),
+    Rename(r"AuxLogits\.", None),
     Rename(r"fc\.", "head.fc."),
 )
 
@@ -146,7 +148,7 @@ _TV_MBCONV_BODY = InOrder(r"features\.(?:\w+\.)+", r"(?:stem|stages|conv_head)\.
 # separable blocks (conv_dw, bn1, se, conv_pw, bn2: the 'pw' there is our projection 'pwl');
 # later stages hold inverted residuals (conv_pw, bn1, conv_dw, bn2, se, conv_pwl, bn3).
 _B = r"blocks\.(?P<s>\d+)\.(?P<b>\d+)\."
-_TIMM_MBCONV = (
+_TIMM_MBCONV_BODY = (
     Rename(r"conv_stem\.", "stem.conv."),
     Rename(r"bn1\.", "stem.bn."),
     Rename(r"blocks\.0\.(?P<b>\d+)\.conv_dw\.", "stages.0.blocks.{b}.conv_dw.conv."),
@@ -154,15 +156,27 @@ _TIMM_MBCONV = (
     Rename(r"blocks\.0\.(?P<b>\d+)\.conv_pw\.", "stages.0.blocks.{b}.conv_pwl.conv."),
     Rename(r"blocks\.0\.(?P<b>\d+)\.bn2\.", "stages.0.blocks.{b}.conv_pwl.bn."),
     Rename(_B + r"conv_pw\.", "stages.{s}.blocks.{b}.conv_pw.conv."),
-    Rename(_B + r"bn1\.", "stages.{s}.blocks.{b}.conv_pw.bn."),
+    Rename(_B + r"bn1\.", "stages.{s}.blocks.{b}.conv_pw.bn.", optional=True),
     Rename(_B + r"conv_dw\.", "stages.{s}.blocks.{b}.conv_dw.conv."),
     Rename(_B + r"bn2\.", "stages.{s}.blocks.{b}.conv_dw.bn."),
     Rename(_B + r"conv_pwl\.", "stages.{s}.blocks.{b}.conv_pwl.conv."),
     Rename(_B + r"bn3\.", "stages.{s}.blocks.{b}.conv_pwl.bn."),
     Rename(_B + r"se\.conv_reduce\.", "stages.{s}.blocks.{b}.se.fc1."),
     Rename(_B + r"se\.conv_expand\.", "stages.{s}.blocks.{b}.se.fc2."),
+)
+_TIMM_MBCONV = (
+    *_TIMM_MBCONV_BODY,
     Rename(r"conv_head\.", "conv_head.conv."),
     Rename(r"bn2\.", "conv_head.bn."),
+    Rename(r"classifier\.", "head.fc."),
+)
+# timm's MobileNetV3 ends its blocks with the 1x1 conv + BN we call conv_head, and its own
+# 'conv_head' is the biased 1280-wide layer after pooling, our head.fc1.
+_TIMM_MOBILENET_V3 = (
+    *_TIMM_MBCONV_BODY,
+    Rename(r"blocks\.\d+\.0\.conv\.", "conv_head.conv."),
+    Rename(r"blocks\.\d+\.0\.bn1\.", "conv_head.bn."),
+    Rename(r"conv_head\.", "head.fc1."),
     Rename(r"classifier\.", "head.fc."),
 )
 # timm's MobileNet V1: every block depthwise-separable, and its pointwise conv is our conv_pw.
@@ -202,6 +216,7 @@ LAYOUTS: dict[str, tuple] = {
                         Rename(r"classifier\.3\.", "head.fc.")),
     "timm_mbconv": _TIMM_MBCONV,
     "timm_mobilenet_v1": _TIMM_MOBILENET_V1,
+    "timm_mobilenet_v3": _TIMM_MOBILENET_V3,
     "googlenet": _GOOGLENET,
     "inception_v3": _INCEPTION_V3,
     "densenet": _DENSENET,
@@ -262,6 +277,9 @@ PEERS: tuple[Peer, ...] = tuple(
     + _peers("timm", "timm_mbconv", {"mobilenet_v2": "mobilenetv2_100"})
     + _peers("timm", "timm_mbconv", _EFFICIENTNETS[:8], bn_eps=1e-5)
     + _peers("timm", "timm_mobilenet_v1", {"mobilenet_v1": "mobilenetv1_100"})
+    + _peers("timm", "timm_mobilenet_v3", {"mobilenet_v3_large": "mobilenetv3_large_100",
+                                           "mobilenet_v3_small": "mobilenetv3_small_100"},
+             bn_eps=1e-5)
     + _peers("timm", "timm_inception_v4", ["inception_v4"])
     + _peers("timm", "timm_inception_resnet_v2", ["inception_resnet_v2"])
 )
@@ -335,5 +353,7 @@ def _rename(key: str, rules: tuple[Rule, ...], orders: dict[str, str],
             if rule.template is None:
                 return None
             new = _fill(rule.template, m.groupdict()) + key[m.end():]
-            return None if rule.optional and new not in own else new
+            if rule.optional and new not in own:
+                continue
+            return new
     return key

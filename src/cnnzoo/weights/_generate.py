@@ -76,7 +76,8 @@ def sources_table() -> dict[str, list[dict]]:
     table: dict[str, list[dict]] = {}
     for peer in PEERS:
         rows = _torchvision(peer) if peer.source == "torchvision" else _timm(peer)
-        table.setdefault(peer.ours, []).extend(rows)
+        if rows:
+            table.setdefault(peer.ours, []).extend(rows)
     return dict(sorted(table.items()))
 
 

@@ -183,3 +183,12 @@ def test_mobilenet_v1_resolution_multiplier_is_the_input_size():
     with torch.no_grad():
         feats = model.forward_features(torch.randn(1, 3, 160, 160))
     assert feats.shape == (1, 512, 5, 5)  # alpha 0.5 of 1024 channels, 160 / 32
+
+
+def test_mobilenet_v3_uses_the_tf_batchnorm_epsilon_in_every_layer_as_torchvision():
+    import torchvision
+    ours = {m.eps for m in create_model("mobilenet_v3_small").modules()
+            if isinstance(m, torch.nn.BatchNorm2d)}
+    peer = {m.eps for m in torchvision.models.mobilenet_v3_small().modules()
+            if isinstance(m, torch.nn.BatchNorm2d)}
+    assert ours == peer == {1e-3}

@@ -104,14 +104,16 @@ class MBConv(nn.Module):
 
 
 def build_stages(stages: Sequence[Sequence[dict[str, Any]]], drop_path_rate: float = 0.0,
-                 reduction: int = 2) -> tuple[nn.Sequential, list[dict]]:
+                 reduction: int = 2, defaults: dict[str, Any] | None = None
+                 ) -> tuple[nn.Sequential, list[dict]]:
     """Blocks grouped into ``stages.i.blocks.j``, with stochastic depth and feature info.
 
     Each inner dict holds one block's keyword arguments (``block`` picks the class, MBConv by
     default). The drop rate rises linearly from 0 at the first block towards ``drop_path_rate``:
     block i of n gets ``rate * i / n``, the schedule of the EfficientNet reference code (and
     torchvision and timm). ``reduction`` is the stem's stride. Feature info names the last stage
-    at each stride, the maps a detector would take.
+    at each stride, the maps a detector would take. ``defaults`` (e.g. the network's BN
+    epsilon) apply to every block that does not set the key itself.
     """
     total = sum(len(s) for s in stages)
     idx = 0
@@ -119,7 +121,7 @@ def build_stages(stages: Sequence[Sequence[dict[str, Any]]], drop_path_rate: flo
     for i, stage in enumerate(stages):
         blocks = []
         for kwargs in stage:
-            kwargs = dict(kwargs)
+            kwargs = {**(defaults or {}), **kwargs}
             block_cls = kwargs.pop("block", MBConv)
             if block_cls is MBConv:
                 kwargs["drop_path"] = drop_path_rate * idx / total

@@ -34,7 +34,8 @@ class MobileNet(ZooNet):
         head_act = head_act or act_layer
         self.num_classes = num_classes
         self.stem = ConvNormAct(in_chans, stem_chs, 3, stride=2, act_layer=act_layer, **bn)
-        self.stages, info = build_stages(stages, drop_path_rate=drop_path_rate, reduction=2)
+        self.stages, info = build_stages(stages, drop_path_rate=drop_path_rate, reduction=2,
+                                          defaults=bn)
         if info[0]["reduction"] != 2:
             info.insert(0, dict(num_chs=stem_chs, reduction=2, module="stem"))
         self.feature_info = info

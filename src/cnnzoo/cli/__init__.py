@@ -50,14 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     except CnnzooError as exc:
         print(f"cnnzoo: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
-        print(f"cnnzoo: error: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("cnnzoo: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        # What the machine refused (a read-only folder, a full disk, a missing file): one line.
+        # An OSError without an errno did not come from the system, and is a bug to show.
+        if exc.errno is None:
+            raise
+        where = (f": {exc.filename}" if exc.filename and str(exc.filename) not in
+                 str(exc.strerror) else "")
+        print(f"cnnzoo: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt as exc:
+        print(f"cnnzoo: interrupted{f': {exc}' if str(exc) else ''}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

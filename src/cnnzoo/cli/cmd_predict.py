@@ -50,6 +50,7 @@ def load_model(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ..data import build_transform
+    from ..data.images import shown
     from ..engine.predict import class_names, open_image, predict
 
     if args.top_k < 1:
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                           for path, top in zip(args.images, results)], indent=2))
         return 0
     for path, top in zip(args.images, results):
-        print(path)
+        print(shown(path))  # a file name that is not UTF-8 still prints
         for rank, (i, p) in enumerate(top, start=1):
             print(f"  {rank}. {names[i]:<24} {100 * p:6.2f}%")
     return 0

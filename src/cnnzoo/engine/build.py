@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CnnzooError, WeightsError
+from ..errors import CnnzooError, InputSizeError, WeightsError
 from ..registry import create_model, default_cfg
 from .run_dir import require_run
 
@@ -49,11 +49,47 @@ class TrainConfig:
     freeze: str | None = None
     unfreeze_at: int | None = None
     limit_batches: int | None = None  # train on the first N batches of each epoch (smoke runs)
+    save_every: int = 0  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
     device: str | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def validate(self) -> None:
+        """One clear error for a value no run can use, before anything is built or written."""
+        def need(ok: bool, flag: str, rule: str, value) -> None:
+            if not ok:
+                raise CnnzooError(f"--{flag} must be {rule}, got {value}")
+
+        finite = lambda v: v == v and v not in (float("inf"), float("-inf"))  # noqa: E731
+        for name in ("epochs", "batch_size"):
+            need(getattr(self, name) >= 1, name.replace("_", "-"), "at least 1", getattr(self, name))
+        for name in ("img_size", "in_chans", "limit_batches"):
+            v = getattr(self, name)
+            need(v is None or v >= 1, name.replace("_", "-"), "at least 1", v)
+        need(self.workers >= 0, "workers", "0 or more", self.workers)
+        need(self.save_every >= 0, "save-every", "0 (epoch ends only) or more", self.save_every)
+        need(self.step_epochs >= 1, "step-epochs", "at least 1", self.step_epochs)
+        need(self.lr is None or (finite(self.lr) and self.lr > 0), "lr", "a positive number",
+             self.lr)
+        for name in ("momentum", "weight_decay", "warmup_epochs"):
+            v = getattr(self, name)
+            need(finite(v) and v >= 0, name.replace("_", "-"), "0 or more", v)
+        need(finite(self.label_smoothing) and 0 <= self.label_smoothing < 1, "label-smoothing",
+             "in [0, 1)", self.label_smoothing)
+        need(self.clip_grad is None or (finite(self.clip_grad) and self.clip_grad > 0),
+             "clip-grad", "a positive number", self.clip_grad)
+        need(self.ema_decay is None or 0 < self.ema_decay < 1, "ema", "in (0, 1)", self.ema_decay)
+        need(self.val_split is None or 0 < self.val_split < 1, "val-split", "between 0 and 1",
+             self.val_split)
+        need(self.unfreeze_at is None or self.unfreeze_at >= 1, "unfreeze-at", "at least 1",
+             self.unfreeze_at)
+        if self.img_size is not None:
+            cfg = default_cfg(self.model)
+            if self.img_size < cfg.min_size:
+                raise InputSizeError(f"{self.model} needs images of at least {cfg.min_size}x"
+                                     f"{cfg.min_size}, got --img-size {self.img_size}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":

@@ -23,7 +23,7 @@ SPLIT = "split.json"
 METRICS = "metrics.csv"
 CURVES = "curves.png"
 RUN_FILES = (CONFIG, SPLIT, METRICS, CURVES, "last.safetensors", "last.state.safetensors",
-             "best.safetensors", "best.state.safetensors")
+             "last.prev.state.safetensors", "best.safetensors", "best.state.safetensors")
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5",
                  "images_per_s", "seconds")
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import CnnzooError
+from ._types import positive_int
 
 NAME = "eval"
 HELP = "evaluate weights on a dataset: top-1/top-5, loss, per-class accuracy, confusion matrix"
@@ -20,8 +21,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="dataset (default: the run's, scoring its held-out images)")
     p.add_argument("--data-root")
     p.add_argument("--download", action="store_true")
-    p.add_argument("--img-size", type=int, help="input side, for a bare weights file")
-    p.add_argument("-b", "--batch-size", type=int, default=128)
+    p.add_argument("--img-size", type=positive_int, help="input side, for a bare weights file")
+    p.add_argument("-b", "--batch-size", type=positive_int, default=128)
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("-o", "--confusion", metavar="PNG",

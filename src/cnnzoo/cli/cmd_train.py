@@ -10,6 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..errors import CnnzooError
+from ._types import positive_int
 
 NAME = "train"
 HELP = "train a model on a dataset (digits, mnist, cifar10, a folder...) into a run folder"
@@ -68,7 +69,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--channels-last", action="store_true", default=None)
     g.add_argument("--compile", action="store_true", default=None)
     g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
-    g.add_argument("--threads", type=int,
+    g.add_argument("--threads", type=positive_int,
                    help="CPU threads for torch (1 is fastest for models as small as LeNet-5)")
     g.add_argument("--seed", type=int)
     g.add_argument("--deterministic", action="store_true", default=None,

@@ -86,10 +86,7 @@ class TrainConfig:
         need(self.unfreeze_at is None or self.unfreeze_at >= 1, "unfreeze-at", "at least 1",
              self.unfreeze_at)
         if self.img_size is not None:
-            cfg = default_cfg(self.model)
-            if self.img_size < cfg.min_size:
-                raise InputSizeError(f"{self.model} needs images of at least {cfg.min_size}x"
-                                     f"{cfg.min_size}, got --img-size {self.img_size}")
+            check_img_size(self.model, self.img_size)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -103,9 +100,33 @@ DEFAULT_LR = {"sgd": 0.1, "adamw": 1e-3, "rmsprop": 0.016}
 def model_kwargs(name: str, img_size: int | None, extra: dict | None = None) -> dict:
     """Builder keywords: networks with a fixed input (LeNet-5, AlexNet 2012) take ``img_size``."""
     kwargs = dict(extra or {})
+    if img_size is not None:
+        check_img_size(name, img_size)
     if img_size is not None and default_cfg(name).fixed_size:
         kwargs["img_size"] = img_size
     return kwargs
+
+
+def check_img_size(name: str, img_size: int) -> None:
+    """Refuse, in one line, a side too small for the network's strides and valid convolutions."""
+    least = default_cfg(name).min_size
+    if img_size < least:
+        raise InputSizeError(f"{name} needs images of at least {least}x{least}, got --img-size "
+                             f"{img_size}")
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> list[str]:
+    """``weights.load_into`` after refusing tensors of a kind the model's cannot hold: integer or
+    boolean values for floating-point weights are no weights at all (half precision converts)."""
+    from ..weights import load_into
+
+    own = model.state_dict()
+    wrong = [k for k, v in state.items()
+             if k in own and own[k].is_floating_point() and not v.is_floating_point()]
+    if wrong:
+        raise WeightsError(f"{source} holds {state[wrong[0]].dtype} values for floating-point "
+                           f"weights ({', '.join(wrong[:3])}{' ...' if len(wrong) > 3 else ''})")
+    return load_into(model, state, source=source)
 
 
 def with_input_size(model: nn.Module, img_size: int | None) -> nn.Module:
@@ -146,16 +167,14 @@ def build_model(cfg: TrainConfig, num_classes: int,
     model = with_input_size(model, cfg.img_size)
     skipped: list[str] = []
     if cfg.pretrained and load_pretrained:
-        from ..weights import load_into
         from ..weights.io import load_state_dict
         path = resolve_weights(cfg.pretrained)
-        skipped = load_into(model, load_state_dict(path), source=str(path))
+        skipped = load_weights(model, load_state_dict(path), source=str(path))
     return model, skipped
 
 
 def load_run_model(run: Path, weights: Path | None = None) -> tuple[nn.Module, dict]:
     """Rebuild a trained model from its run folder (config.json) and load its weights."""
-    from ..weights import load_into
     from ..weights.io import load_state_dict
 
     config = require_run(run)
@@ -165,7 +184,7 @@ def load_run_model(run: Path, weights: Path | None = None) -> tuple[nn.Module, d
                          **kwargs)
     model = with_input_size(model, cfg.img_size)
     weights = weights or resolve_weights(str(run))
-    load_into(model, load_state_dict(weights), source=str(weights))
+    load_weights(model, load_state_dict(weights), source=str(weights))
     return model, config
 
 

@@ -24,9 +24,20 @@ def _commands() -> list[ModuleType]:
     return sorted(mods, key=lambda m: getattr(m, "ORDER", 100))
 
 
+def printable(text: str) -> str:
+    """One line any stream can take: control characters (a newline in an argument) and bytes
+    that are not UTF-8 (lone surrogates to Python) are shown as backslash escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _error(message: str) -> None:
+    print(printable(f"cnnzoo: error: {message}"), file=sys.stderr)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, as for every other user error
-        self.exit(EXIT_USER_ERROR, f"cnnzoo: error: {message} (see `{self.prog} --help`)\n")
+        self.exit(EXIT_USER_ERROR, printable(f"cnnzoo: error: {message} "
+                                             f"(see `{self.prog} --help`)") + "\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except CnnzooError as exc:
-        print(f"cnnzoo: error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return EXIT_USER_ERROR
     except BrokenPipeError:
         return 0
@@ -59,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         where = (f": {exc.filename}" if exc.filename and str(exc.filename) not in
                  str(exc.strerror) else "")
-        print(f"cnnzoo: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        _error(f"{exc.strerror or exc}{where}")
         return EXIT_USER_ERROR
     except KeyboardInterrupt as exc:
-        print(f"cnnzoo: interrupted{f': {exc}' if str(exc) else ''}", file=sys.stderr)
+        print(printable(f"cnnzoo: interrupted{f': {exc}' if str(exc) else ''}"), file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

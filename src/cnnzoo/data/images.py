@@ -75,7 +75,9 @@ def open_image(path: str | os.PathLike, keep_grey: bool = False):
 
     try:
         with warnings.catch_warnings():
-            # Between 1x and 2x MAX_IMAGE_PIXELS PIL only warns: a bomb all the same.
+            # A damaged EXIF block is worth no warning line; between 1x and 2x
+            # MAX_IMAGE_PIXELS PIL only warns, but that is a bomb all the same.
+            warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 im.load()
@@ -99,6 +101,7 @@ def check_image(path: str | os.PathLike) -> str | None:
 
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 if im.format == "JPEG":

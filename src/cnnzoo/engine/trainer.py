@@ -223,7 +223,6 @@ class Trainer:
         loss_sum, correct, seen = sums["loss_sum"], sums["correct"], sums["seen"]
         start = time.perf_counter() - sums["seconds"]
         batches = itertools.islice(self.train_loader, self.steps - start_step)
-        step = start_step
         for step, (images, labels) in enumerate(batches, start=start_step + 1):
             images = images.to(dev, non_blocking=True)
             labels = labels.to(dev, non_blocking=True)

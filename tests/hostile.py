@@ -63,7 +63,7 @@ def exif_rotated_jpeg(path: Path) -> None:
 
 
 def non_utf8_name(folder: Path, stem: bytes = b"caf\xe9") -> str:
-    """A PNG whose name is Latin-1 bytes, as old archives have; returns the path as Python sees it."""
+    """A PNG named in Latin-1 bytes, as old archives are; returns the path as Python sees it."""
     raw = os.fsencode(folder) + b"/" + stem + b".png"
     buf = io.BytesIO()
     Image.new("RGB", (20, 20), (200, 30, 30)).save(buf, format="PNG")

@@ -143,7 +143,7 @@ def _idx_folder(path: Path) -> DataSource:
 
 
 class ImageFiles(Dataset):
-    """``(image, class index)`` pairs of files already checked to decode (``images.check_image``)."""
+    """``(image, class index)`` of files already checked to decode (``images.check_image``)."""
 
     def __init__(self, samples: list[tuple[str, int]], classes: list[str]):
         self.samples, self.classes = samples, classes

@@ -64,7 +64,8 @@ class TrainConfig:
 
         finite = lambda v: v == v and v not in (float("inf"), float("-inf"))  # noqa: E731
         for name in ("epochs", "batch_size"):
-            need(getattr(self, name) >= 1, name.replace("_", "-"), "at least 1", getattr(self, name))
+            v = getattr(self, name)
+            need(v >= 1, name.replace("_", "-"), "at least 1", v)
         for name in ("img_size", "in_chans", "limit_batches"):
             v = getattr(self, name)
             need(v is None or v >= 1, name.replace("_", "-"), "at least 1", v)

@@ -1,4 +1,5 @@
-"""A run killed with SIGKILL, or stopped with Ctrl-C, resumes to the uninterrupted run's weights.
+"""A run killed with SIGKILL, or stopped with Ctrl-C or SIGTERM, resumes to the uninterrupted
+run's weights.
 
 The harness is bench/kill_resume.py (20 seeded trials there); here it runs once with two kills.
 """
@@ -38,7 +39,9 @@ def test_sigkill_at_random_steps_then_resume_gives_bit_identical_weights(referen
     assert harness.same_weights(ref, run)
 
 
-def test_sigint_saves_a_checkpoint_mid_run_and_resume_finishes_identically(reference, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_sigint_or_sigterm_saves_a_checkpoint_and_resume_finishes_identically(reference, tmp_path,
+                                                                             sig):
     data, ref = reference
     run = tmp_path / "run"
     proc = harness.cli(harness.train_args(data, run))
@@ -46,9 +49,9 @@ def test_sigint_saves_a_checkpoint_mid_run_and_resume_finishes_identically(refer
     while harness.checkpoint_step(run) is None and proc.poll() is None:
         assert time.monotonic() < deadline
         time.sleep(0.002)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 128 + sig, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     m = re.search(r"stopped (?:at epoch (\d+), step (\d+)|after epoch (\d+))", err)
     assert m and "--resume" in err, err

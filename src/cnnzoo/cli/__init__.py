@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt as exc:
         print(printable(f"cnnzoo: interrupted{f': {exc}' if str(exc) else ''}"), file=sys.stderr)
-        return EXIT_INTERRUPTED
+        # 128 + the signal, as a shell reports it: 130 for Ctrl-C, 143 for SIGTERM.
+        return 128 + getattr(exc, "signum", EXIT_INTERRUPTED - 128)
 
 
 if __name__ == "__main__":

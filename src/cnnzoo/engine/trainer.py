@@ -64,6 +64,10 @@ class TrainingDiverged(CnnzooError):
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM: the run stopped cleanly after saving a checkpoint to resume from."""
 
+    def __init__(self, message: str, signum: int | None = None):
+        super().__init__(message)
+        self.signum = int(signum or signal.SIGINT)
+
 
 class _StopRequests:
     """SIGINT/SIGTERM handlers for the length of a run: the first signal asks the loop to stop
@@ -260,7 +264,8 @@ class Trainer:
                 if stop[1]:
                     bar.close()
                     raise Interrupted(f"stopped at epoch {epoch}, step {step} with a checkpoint; "
-                                      f"continue with `cnnzoo train --resume {self.run}`")
+                                      f"continue with `cnnzoo train --resume {self.run}`",
+                                      self.stops.signal)
         bar.close()
         seconds = time.perf_counter() - start
         loss_sum, correct, seen = all_sum(self.dist, [loss_sum, correct, seen])
@@ -335,7 +340,8 @@ class Trainer:
                     on_epoch_end(epoch, row)
                 if epoch < self.cfg.epochs and self._agree(self.stops.signal is not None)[0]:
                     raise Interrupted(f"stopped after epoch {epoch} with a checkpoint; continue "
-                                      f"with `cnnzoo train --resume {self.run}`")
+                                      f"with `cnnzoo train --resume {self.run}`",
+                                      self.stops.signal)
         last = self.history[-1] if self.history else {}
         return {"val_acc": last.get("val_acc"), "val_loss": last.get("val_loss"),
                 "best_acc": self.best_acc, "val_count": len(self.split.val),

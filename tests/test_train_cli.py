@@ -96,9 +96,11 @@ def _bad_case(case, tmp_path, digits_run):
     if case == "one class":
         make_image_folder(tmp_path / "one", per_class=2, classes={"cat": (9, 9, 9)})
         return ["train", "lenet5", "--data", str(tmp_path / "one")]
-    if case == "unreadable image":
+    if case == "class of unreadable images only":
+        # One unreadable image among good ones is skipped and counted (tests/test_bad_inputs.py).
         make_image_folder(tmp_path / "bad", per_class=2)
-        (tmp_path / "bad" / "red" / "x.jpg").write_bytes(b"\xff\xd8 truncated")
+        (tmp_path / "bad" / "grey").mkdir()
+        (tmp_path / "bad" / "grey" / "x.jpg").write_bytes(b"\xff\xd8 truncated")
         return ["train", "lenet5", "--data", str(tmp_path / "bad")]
     if case == "resume of a non-run":
         (tmp_path / "notrun").mkdir()
@@ -115,7 +117,8 @@ def _bad_case(case, tmp_path, digits_run):
 
 
 @pytest.mark.parametrize("case", [
-    "missing path", "empty folder", "one class", "unreadable image", "resume of a non-run",
+    "missing path", "empty folder", "one class", "class of unreadable images only",
+    "resume of a non-run",
     "pretrained for another architecture", "unreadable predict image"])
 def test_bad_input_ends_in_one_line_and_exit_2(case, tmp_path, digits_run, capsys):
     out = tmp_path / "run"

@@ -24,9 +24,20 @@ def _commands() -> list[ModuleType]:
     return sorted(mods, key=lambda m: getattr(m, "ORDER", 100))
 
 
+def printable(text: str) -> str:
+    """One line any stream can take: control characters (a newline in an argument) and bytes
+    that are not UTF-8 (lone surrogates to Python) are shown as backslash escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _error(message: str) -> None:
+    print(printable(f"cnnzoo: error: {message}"), file=sys.stderr)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, as for every other user error
-        self.exit(EXIT_USER_ERROR, f"cnnzoo: error: {message} (see `{self.prog} --help`)\n")
+        self.exit(EXIT_USER_ERROR, printable(f"cnnzoo: error: {message} "
+                                             f"(see `{self.prog} --help`)") + "\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,16 +59,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except CnnzooError as exc:
-        print(f"cnnzoo: error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return EXIT_USER_ERROR
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
-        print(f"cnnzoo: error: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("cnnzoo: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        # What the machine refused (a read-only folder, a full disk, a missing file): one line.
+        # An OSError without an errno did not come from the system, and is a bug to show.
+        if exc.errno is None:
+            raise
+        where = (f": {exc.filename}" if exc.filename and str(exc.filename) not in
+                 str(exc.strerror) else "")
+        _error(f"{exc.strerror or exc}{where}")
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt as exc:
+        print(printable(f"cnnzoo: interrupted{f': {exc}' if str(exc) else ''}"), file=sys.stderr)
+        # 128 + the signal, as a shell reports it: 130 for Ctrl-C, 143 for SIGTERM.
+        return 128 + getattr(exc, "signum", EXIT_INTERRUPTED - 128)
 
 
 if __name__ == "__main__":

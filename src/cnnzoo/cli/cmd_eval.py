@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import CnnzooError
+from ._types import positive_int
 
 NAME = "eval"
 HELP = "evaluate weights on a dataset: top-1/top-5, loss, per-class accuracy, confusion matrix"
@@ -20,8 +21,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="dataset (default: the run's, scoring its held-out images)")
     p.add_argument("--data-root")
     p.add_argument("--download", action="store_true")
-    p.add_argument("--img-size", type=int, help="input side, for a bare weights file")
-    p.add_argument("-b", "--batch-size", type=int, default=128)
+    p.add_argument("--img-size", type=positive_int, help="input side, for a bare weights file")
+    p.add_argument("-b", "--batch-size", type=positive_int, default=128)
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("-o", "--confusion", metavar="PNG",
@@ -81,11 +82,15 @@ def run(args: argparse.Namespace) -> int:
     plot_confusion(result, names, png, title=f"{args.model} on {source.spec} ({which}): "
                                             f"top-1 {result.top1:.2f}%")
     per_class = dict(zip(names, result.per_class))
+    skipped = [{"file": f, "reason": r} for f, r in source.skipped]
     if args.json:
         print(json.dumps({"top1": result.top1, "top5": result.top5, "loss": result.loss,
                           "images": result.count, "per_class": per_class,
-                          "confusion_png": str(png)}, indent=2))
+                          "confusion_png": str(png), "skipped_images": skipped}, indent=2))
         return 0
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable image(s): {skipped[0]['file']} "
+              f"({skipped[0]['reason']}){' ...' if len(skipped) > 1 else ''}")
     print(f"{args.model} on {source.spec} ({which}, {result.count} images): "
           f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  loss {result.loss:.4f}")
     width = max(len(n) for n in names)

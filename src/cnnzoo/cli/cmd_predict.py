@@ -5,6 +5,7 @@ import argparse
 import json
 
 from ..errors import CnnzooError
+from ._types import positive_int
 
 NAME = "predict"
 HELP = "top-k classes of image files, with the class names of the run that trained the model"
@@ -17,17 +18,16 @@ def configure(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--weights", help="a run folder, its checkpoint, or a .safetensors/.pth file")
     src.add_argument("--pretrained", metavar="SOURCE", help="a pretrained source for create_model")
-    p.add_argument("-k", "--top-k", type=int, default=5)
-    p.add_argument("--img-size", type=int, help="input side, for a bare weights file")
+    p.add_argument("-k", "--top-k", type=positive_int, default=5)
+    p.add_argument("--img-size", type=positive_int, help="input side, for a bare weights file")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def load_model(args: argparse.Namespace):
     """(model, run config or None) from --weights (run or file) or --pretrained."""
-    from ..engine.build import (classifier_classes, load_run_model, model_kwargs, resolve_weights,
-                                run_of, with_input_size)
+    from ..engine.build import (classifier_classes, load_run_model, load_weights, model_kwargs,
+                                resolve_weights, run_of, with_input_size)
     from ..registry import create_model
-    from ..weights import load_into
     from ..weights.io import load_state_dict
 
     kwargs = model_kwargs(args.model, args.img_size)
@@ -44,12 +44,13 @@ def load_model(args: argparse.Namespace):
     state = load_state_dict(weights)
     num_classes = classifier_classes(state, args.model)
     model = create_model(args.model, num_classes=num_classes, **kwargs)
-    load_into(model, state, source=str(weights))
+    load_weights(model, state, source=str(weights))
     return with_input_size(model, args.img_size), None
 
 
 def run(args: argparse.Namespace) -> int:
     from ..data import build_transform
+    from ..data.images import shown
     from ..engine.predict import class_names, open_image, predict
 
     if args.top_k < 1:
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                           for path, top in zip(args.images, results)], indent=2))
         return 0
     for path, top in zip(args.images, results):
-        print(path)
+        print(shown(path))  # a file name that is not UTF-8 still prints
         for rank, (i, p) in enumerate(top, start=1):
             print(f"  {rank}. {names[i]:<24} {100 * p:6.2f}%")
     return 0

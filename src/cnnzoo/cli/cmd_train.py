@@ -10,6 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..errors import CnnzooError
+from ._types import positive_int
 
 NAME = "train"
 HELP = "train a model on a dataset (digits, mnist, cifar10, a folder...) into a run folder"
@@ -54,6 +55,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-augment", dest="augment", action="store_false", default=None)
     g.add_argument("--workers", type=int, help="data loading processes (default 0)")
     g.add_argument("--limit-batches", type=int, help="train on N batches per epoch (smoke runs)")
+    g.add_argument("--save-every", type=int, metavar="STEPS",
+                   help="also checkpoint every STEPS steps inside an epoch (default: epoch ends "
+                        "only); Ctrl-C and SIGTERM always save before stopping")
     g = p.add_argument_group("transfer learning")
     g.add_argument("--pretrained", help="weights to start from: a .safetensors/.pth file or a run")
     g.add_argument("--freeze", metavar="MODULE",
@@ -65,7 +69,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--channels-last", action="store_true", default=None)
     g.add_argument("--compile", action="store_true", default=None)
     g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
-    g.add_argument("--threads", type=int,
+    g.add_argument("--threads", type=positive_int,
                    help="CPU threads for torch (1 is fastest for models as small as LeNet-5)")
     g.add_argument("--seed", type=int)
     g.add_argument("--deterministic", action="store_true", default=None,
@@ -105,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
         if changed:
             raise CnnzooError(f"--resume continues the run as configured; drop "
                               f"{', '.join('--' + c.replace('_', '-') for c in changed)}")
-        cfg = config_from_args(argparse.Namespace(epochs=args.epochs), stored)
+        cfg = config_from_args(argparse.Namespace(epochs=args.epochs,
+                                                  save_every=args.save_every), stored)
     else:
         cfg = config_from_args(args)
         if not is_model(cfg.model):

@@ -54,10 +54,12 @@ class EpochSampler(Sampler[int]):
 
     def __init__(self, n: int, *, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1):
         self.n, self.shuffle, self.seed, self.rank, self.world = n, shuffle, seed, rank, world
-        self.epoch = 0
+        self.epoch = self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Walk epoch ``epoch``'s order from this rank's item ``start`` on (a run resumed from a
+        checkpoint taken mid-epoch skips the items it has trained on without loading them)."""
+        self.epoch, self.start = epoch, start
 
     def _order(self) -> list[int]:
         if not self.shuffle:
@@ -69,10 +71,11 @@ class EpochSampler(Sampler[int]):
         return order[self.rank::self.world]
 
     def __iter__(self):
-        return iter(self._order())
+        return iter(self._order()[self.start:])
 
     def __len__(self) -> int:
-        return len(self._order()) if not self.shuffle else math.ceil(self.n / self.world)
+        full = len(self._order()) if not self.shuffle else math.ceil(self.n / self.world)
+        return max(0, full - self.start)
 
 
 class PreparedArrays(Dataset):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
+from .images import check_image, open_image, shown
 
 # name -> (torchvision class name, kind of images, the keyword that picks a split)
 TORCHVISION_SETS = {
@@ -41,6 +42,8 @@ class DataSource:
     train: Dataset
     val: Dataset | None
     channels: int  # channels of the raw images: 1 or 3
+    # (file, reason) of every image left out because it could not be decoded
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -139,44 +142,82 @@ def _idx_folder(path: Path) -> DataSource:
     return DataSource(str(path), "digits", [str(c) for c in range(num_classes)], train, val, 1)
 
 
-def _image_folder(path: Path) -> DataSource:
-    from PIL import Image, UnidentifiedImageError
-    from torchvision.datasets import ImageFolder
+class ImageFiles(Dataset):
+    """``(image, class index)`` of files already checked to decode (``images.check_image``)."""
 
-    class_dirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not class_dirs:
-        raise DataError(f"{path} has no class sub-folders (expected one folder per class "
-                        f"holding its images, or MNIST IDX files)")
-    counts = {d.name: sum(1 for f in d.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-              for d in class_dirs}
-    empty = [name for name, n in counts.items() if n == 0]
-    if sum(counts.values()) == 0:
-        raise DataError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    if empty:
-        raise DataError(f"class folder(s) without images in {path}: {', '.join(empty[:5])}")
-    if len(class_dirs) < 2:
-        raise DataError(f"{path} holds a single class ({class_dirs[0].name}); classification "
-                        f"needs at least two class folders")
-    ds = ImageFolder(str(path), is_valid_file=lambda f: f.lower().endswith(IMAGE_SUFFIXES))
-    # Open every header now, so a broken file fails here in one line, not deep in a loader.
-    for file, _ in ds.samples:
+    def __init__(self, samples: list[tuple[str, int]], classes: list[str]):
+        self.samples, self.classes = samples, classes
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        file, label = self.samples[i]
+        return open_image(file), label
+
+
+def _image_files(folder: Path, root: Path) -> list[str]:
+    """Image files under ``folder``, sorted, following symbolic links but never into a folder
+    already walked (a link to a parent would otherwise repeat every image dozens of times)."""
+    def key(p) -> tuple[int, int] | None:
         try:
-            with Image.open(file) as im:
-                im.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise DataError(f"cannot read image {file}: {exc}") from None
-    ds.loader = _checked_loader
-    return DataSource(str(path), "photo", list(ds.classes), ds, None, channels=3)
+            st = os.stat(p)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    seen = {key(root)}
+    files = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        k = key(dirpath)
+        if k is None or k in seen:
+            dirnames[:] = []
+            continue
+        seen.add(k)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        files += [os.path.join(dirpath, f) for f in sorted(filenames)
+                  if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith(".")]
+    return files
 
 
-def _checked_loader(file: str):
-    from PIL import Image
-
-    try:
-        with open(file, "rb") as f:
-            return Image.open(f).convert("RGB")
-    except OSError as exc:
-        raise DataError(f"cannot read image {file}: {exc}") from None
+def _image_folder(path: Path) -> DataSource:
+    """One class per sub-folder. Every file is decoded once here: one that cannot be (empty,
+    truncated, not an image, a decompression bomb) is skipped and listed in ``skipped``, so
+    training reports it instead of failing mid-epoch; a class left without images is an error."""
+    root_key = os.stat(path)
+    class_dirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")
+                        and not os.path.samestat(os.stat(d), root_key))
+    if not class_dirs:
+        raise DataError(f"{shown(path)} has no class sub-folders (expected one folder per class "
+                        f"holding its images, or MNIST IDX files)")
+    found = {d: _image_files(d, path) for d in class_dirs}
+    empty = [shown(d.name) for d, files in found.items() if not files]
+    if not any(found.values()):
+        raise DataError(f"{shown(path)} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    if empty:
+        raise DataError(f"class folder(s) without images in {shown(path)}: {', '.join(empty[:5])}")
+    if len(class_dirs) < 2:
+        raise DataError(f"{shown(path)} holds a single class ({shown(class_dirs[0].name)}); "
+                        f"classification needs at least two class folders")
+    samples, skipped, unusable = [], [], []
+    for label, (d, files) in enumerate(found.items()):
+        good = 0
+        for file in files:
+            reason = check_image(file)
+            if reason is None:
+                samples.append((file, label))
+                good += 1
+            else:
+                skipped.append((shown(file), reason))
+        if not good:
+            unusable.append(shown(d.name))
+    if unusable:
+        raise DataError(f"no readable image in class folder(s) {', '.join(unusable[:5])} of "
+                        f"{shown(path)} ({len(skipped)} unreadable, e.g. {skipped[0][0]}: "
+                        f"{skipped[0][1]})")
+    classes = [shown(d.name) for d in class_dirs]
+    return DataSource(shown(path), "photo", classes, ImageFiles(samples, classes), None,
+                      channels=3, skipped=skipped)
 
 
 def _torchvision(name: str, root: Path, download: bool) -> DataSource:

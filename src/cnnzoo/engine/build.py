@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CnnzooError, WeightsError
+from ..errors import CnnzooError, InputSizeError, WeightsError
 from ..registry import create_model, default_cfg
 from .run_dir import require_run
 
@@ -49,11 +49,45 @@ class TrainConfig:
     freeze: str | None = None
     unfreeze_at: int | None = None
     limit_batches: int | None = None  # train on the first N batches of each epoch (smoke runs)
+    save_every: int = 0  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
     device: str | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def validate(self) -> None:
+        """One clear error for a value no run can use, before anything is built or written."""
+        def need(ok: bool, flag: str, rule: str, value) -> None:
+            if not ok:
+                raise CnnzooError(f"--{flag} must be {rule}, got {value}")
+
+        finite = lambda v: v == v and v not in (float("inf"), float("-inf"))  # noqa: E731
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            need(v >= 1, name.replace("_", "-"), "at least 1", v)
+        for name in ("img_size", "in_chans", "limit_batches"):
+            v = getattr(self, name)
+            need(v is None or v >= 1, name.replace("_", "-"), "at least 1", v)
+        need(self.workers >= 0, "workers", "0 or more", self.workers)
+        need(self.save_every >= 0, "save-every", "0 (epoch ends only) or more", self.save_every)
+        need(self.step_epochs >= 1, "step-epochs", "at least 1", self.step_epochs)
+        need(self.lr is None or (finite(self.lr) and self.lr > 0), "lr", "a positive number",
+             self.lr)
+        for name in ("momentum", "weight_decay", "warmup_epochs"):
+            v = getattr(self, name)
+            need(finite(v) and v >= 0, name.replace("_", "-"), "0 or more", v)
+        need(finite(self.label_smoothing) and 0 <= self.label_smoothing < 1, "label-smoothing",
+             "in [0, 1)", self.label_smoothing)
+        need(self.clip_grad is None or (finite(self.clip_grad) and self.clip_grad > 0),
+             "clip-grad", "a positive number", self.clip_grad)
+        need(self.ema_decay is None or 0 < self.ema_decay < 1, "ema", "in (0, 1)", self.ema_decay)
+        need(self.val_split is None or 0 < self.val_split < 1, "val-split", "between 0 and 1",
+             self.val_split)
+        need(self.unfreeze_at is None or self.unfreeze_at >= 1, "unfreeze-at", "at least 1",
+             self.unfreeze_at)
+        if self.img_size is not None:
+            check_img_size(self.model, self.img_size)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -67,9 +101,33 @@ DEFAULT_LR = {"sgd": 0.1, "adamw": 1e-3, "rmsprop": 0.016}
 def model_kwargs(name: str, img_size: int | None, extra: dict | None = None) -> dict:
     """Builder keywords: networks with a fixed input (LeNet-5, AlexNet 2012) take ``img_size``."""
     kwargs = dict(extra or {})
+    if img_size is not None:
+        check_img_size(name, img_size)
     if img_size is not None and default_cfg(name).fixed_size:
         kwargs["img_size"] = img_size
     return kwargs
+
+
+def check_img_size(name: str, img_size: int) -> None:
+    """Refuse, in one line, a side too small for the network's strides and valid convolutions."""
+    least = default_cfg(name).min_size
+    if img_size < least:
+        raise InputSizeError(f"{name} needs images of at least {least}x{least}, got --img-size "
+                             f"{img_size}")
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> list[str]:
+    """``weights.load_into`` after refusing tensors of a kind the model's cannot hold: integer or
+    boolean values for floating-point weights are no weights at all (half precision converts)."""
+    from ..weights import load_into
+
+    own = model.state_dict()
+    wrong = [k for k, v in state.items()
+             if k in own and own[k].is_floating_point() and not v.is_floating_point()]
+    if wrong:
+        raise WeightsError(f"{source} holds {state[wrong[0]].dtype} values for floating-point "
+                           f"weights ({', '.join(wrong[:3])}{' ...' if len(wrong) > 3 else ''})")
+    return load_into(model, state, source=source)
 
 
 def with_input_size(model: nn.Module, img_size: int | None) -> nn.Module:
@@ -110,16 +168,14 @@ def build_model(cfg: TrainConfig, num_classes: int,
     model = with_input_size(model, cfg.img_size)
     skipped: list[str] = []
     if cfg.pretrained and load_pretrained:
-        from ..weights import load_into
         from ..weights.io import load_state_dict
         path = resolve_weights(cfg.pretrained)
-        skipped = load_into(model, load_state_dict(path), source=str(path))
+        skipped = load_weights(model, load_state_dict(path), source=str(path))
     return model, skipped
 
 
 def load_run_model(run: Path, weights: Path | None = None) -> tuple[nn.Module, dict]:
     """Rebuild a trained model from its run folder (config.json) and load its weights."""
-    from ..weights import load_into
     from ..weights.io import load_state_dict
 
     config = require_run(run)
@@ -129,7 +185,7 @@ def load_run_model(run: Path, weights: Path | None = None) -> tuple[nn.Module, d
                          **kwargs)
     model = with_input_size(model, cfg.img_size)
     weights = weights or resolve_weights(str(run))
-    load_into(model, load_state_dict(weights), source=str(weights))
+    load_weights(model, load_state_dict(weights), source=str(weights))
     return model, config
 
 

@@ -5,12 +5,16 @@ weights (``last.safetensors``, loadable by anyone) and the state to resume from
 (``last.state.safetensors``: optimizer, scheduler, epoch and step, RNG states, EMA weights, the
 metric history). Both carry the same random ``checkpoint_id``; the state is written first, so a
 crash between the two writes leaves a pair whose ids differ, which resume refuses rather than
-mixing weights of one epoch with optimizer moments of another. No pickle is involved, so a
-checkpoint cannot run code when loaded.
+mixing weights of one epoch with optimizer moments of another. So that a crash (``kill -9``, power)
+at any instant still leaves a pair that matches, the previous state is first renamed
+``last.prev.state.safetensors`` and only removed once the new pair is complete; loading falls
+back to it when the newest state has no weights yet. No pickle is involved, so a checkpoint
+cannot run code when loaded.
 """
 from __future__ import annotations
 
 import json
+import os
 import random
 import uuid
 from pathlib import Path
@@ -20,7 +24,16 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
+from ..errors import WeightsError
 from ..weights.io import load_state_dict, save_state_dict
+
+
+def state_path(run_dir: Path, name: str) -> Path:
+    return run_dir / f"{name}.state.safetensors"
+
+
+def prev_state_path(run_dir: Path, name: str) -> Path:
+    return run_dir / f"{name}.prev.state.safetensors"
 
 
 def _flatten_optimizer(sd: dict, tensors: dict[str, torch.Tensor]) -> dict:
@@ -93,10 +106,14 @@ def save_checkpoint(run_dir: Path, name: str, *, model_state: dict[str, torch.Te
         "info": info,
     }
     tensors = {k: v.detach().cpu() for k, v in tensors.items()}
-    save_state_dict(tensors, run_dir / f"{name}.state.safetensors",
-                    metadata={"cnnzoo_state": json.dumps(meta)})
+    state, prev = state_path(run_dir, name), prev_state_path(run_dir, name)
+    if state.exists() and (run_dir / f"{name}.safetensors").exists():
+        os.replace(state, prev)  # the pair (weights, prev) stays whole until the new one is
+    save_state_dict(tensors, state, metadata={"cnnzoo_state": json.dumps(meta)})
     save_weights(run_dir / f"{name}.safetensors", model_state,
-                 {"checkpoint_id": ckpt_id, "epoch": str(info.get("epoch"))})
+                 {"checkpoint_id": ckpt_id, "epoch": str(info.get("epoch")),
+                  "step": str(info.get("step", 0))})
+    prev.unlink(missing_ok=True)
 
 
 def save_weights(path: Path, model_state: dict[str, torch.Tensor], metadata: dict[str, str]):
@@ -105,22 +122,38 @@ def save_weights(path: Path, model_state: dict[str, torch.Tensor], metadata: dic
 
 
 def read_metadata(path: Path) -> dict[str, str]:
-    with safe_open(str(path), framework="pt") as f:
-        return f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except Exception as exc:  # SafetensorError, or a header that is not JSON
+        raise WeightsError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else exc}"
+                           ) from None
+
+
+def _state_meta(path: Path) -> dict:
+    try:
+        return json.loads(read_metadata(path).get("cnnzoo_state", "{}"))
+    except json.JSONDecodeError:
+        raise WeightsError(f"{path} holds no readable training state") from None
+
+
+def has_checkpoint(run_dir: Path, name: str = "last") -> bool:
+    """Whether a checkpoint was ever completed (its weights file exists: they are written last)."""
+    return (run_dir / f"{name}.safetensors").exists()
 
 
 def load_checkpoint(run_dir: Path, name: str = "last") -> tuple[dict, dict, dict]:
     """(model weights, state tensors, state metadata) of a checkpoint, consistency checked."""
-    from ..errors import WeightsError
-
-    weights_path, state_path = run_dir / f"{name}.safetensors", run_dir / f"{name}.state.safetensors"
-    weights = load_state_dict(weights_path)
-    tensors = load_state_dict(state_path)
-    meta = json.loads(read_metadata(state_path).get("cnnzoo_state", "{}"))
-    if read_metadata(weights_path).get("checkpoint_id") != meta.get("checkpoint_id"):
-        raise WeightsError(f"{weights_path.name} and {state_path.name} in {run_dir} come from "
-                           f"different saves (interrupted while writing?); cannot resume exactly")
-    return weights, tensors, meta
+    weights_path = run_dir / f"{name}.safetensors"
+    wanted = read_metadata(weights_path).get("checkpoint_id")
+    for path in (state_path(run_dir, name), prev_state_path(run_dir, name)):
+        if path.exists():
+            meta = _state_meta(path)
+            if meta.get("checkpoint_id") == wanted:
+                return load_state_dict(weights_path), load_state_dict(path), meta
+    raise WeightsError(f"{weights_path.name} and {state_path(run_dir, name).name} in {run_dir} "
+                       f"come from different saves (interrupted while writing?); cannot resume "
+                       f"exactly")
 
 
 def restore_optimizer(optimizer, meta: dict, tensors: dict[str, torch.Tensor]) -> None:

@@ -36,13 +36,33 @@ def setup(device: str | None = None) -> DistInfo:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = _device(device)
     if dev.type == "cuda":
         dev = torch.device("cuda", local_rank if world > 1 else (dev.index or 0))
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     return DistInfo(rank, world, local_rank, dev)
+
+
+def _device(name: str) -> torch.device:
+    """A device this machine has, or one clear error."""
+    from ..errors import CnnzooError
+
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise CnnzooError(f"unknown --device {name!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise CnnzooError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
+        if dev.index is not None and dev.index >= count:
+            raise CnnzooError(f"--device {name}: this machine has {count} GPU(s), "
+                              f"cuda:0 to cuda:{count - 1}")
+    elif dev.type not in ("cpu", "mps"):
+        raise CnnzooError(f"--device {name}: cnnzoo runs on cpu, cuda or mps")
+    return dev
 
 
 def teardown(info: DistInfo) -> None:

@@ -12,19 +12,16 @@ from .evaluate import logits_of
 
 
 def open_image(path: str | Path):
-    from PIL import Image, UnidentifiedImageError
+    """An image given on the command line, converted (any mode, EXIF orientation), or one line
+    saying why it cannot be used."""
+    from ..data.images import open_image as _open, shown
 
     path = Path(path)
     if not path.exists():
-        raise DataError(f"image not found: {path}")
+        raise DataError(f"image not found: {shown(path)}")
     if path.is_dir():
-        raise DataError(f"expected an image file, got a folder: {path}")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB") if im.mode not in ("L", "RGB") else im.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from None
+        raise DataError(f"expected an image file, got a folder: {shown(path)}")
+    return _open(path, keep_grey=True)
 
 
 def class_names(num_classes: int, run_config: dict | None) -> list[str]:

@@ -4,7 +4,8 @@
     split.json            the held-out indices when the data had a single split
     metrics.csv           one row per epoch
     curves.png            loss and accuracy per epoch
-    last.safetensors      weights after the latest epoch (+ last.state.safetensors to resume)
+    last.safetensors      weights of the latest checkpoint (+ last.state.safetensors to resume;
+                          last.prev.state.safetensors only while a new checkpoint is written)
     best.safetensors      weights of the best validation top-1 (+ best.state.safetensors)
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ SPLIT = "split.json"
 METRICS = "metrics.csv"
 CURVES = "curves.png"
 RUN_FILES = (CONFIG, SPLIT, METRICS, CURVES, "last.safetensors", "last.state.safetensors",
-             "best.safetensors", "best.state.safetensors")
+             "last.prev.state.safetensors", "best.safetensors", "best.state.safetensors")
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5",
                  "images_per_s", "seconds")
 

@@ -3,12 +3,20 @@
 Exact resume rests on three things: the data order is a function of (seed, epoch) alone
 (``data.loaders.EpochSampler``), every random number generator is saved with the checkpoint and
 restored, and the schedule is a function of the step count the scheduler stores. On CPU in
-deterministic mode an interrupted-and-resumed run then ends with bit-identical weights.
+deterministic mode an interrupted-and-resumed run then ends with bit-identical weights, whether it
+stopped at an epoch's end or inside one (``--save-every N``, Ctrl-C, SIGTERM: the sampler skips
+the items already trained on; exact with ``--workers 0``, the default, whose augmentation draws
+from the saved generator).
+
+A run also stops, keeping its last good checkpoint, when the loss stops being a finite number.
 """
 from __future__ import annotations
 
 import itertools
+import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +30,7 @@ from ..errors import CnnzooError
 from . import checkpoint as ckpt
 from . import run_dir as rd
 from .build import DEFAULT_LR, TrainConfig, build_model, check_choice
-from .distributed import DistInfo, all_sum, barrier
+from .distributed import DistInfo, all_sum, all_sum_tensor, barrier
 from .evaluate import autocast, evaluate, logits_of
 from .freeze import counts, freeze, set_train_mode, unfreeze
 from .optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
@@ -49,6 +57,42 @@ def compute_loss(output, labels: torch.Tensor, criterion, aux_weights) -> torch.
     return loss
 
 
+class TrainingDiverged(CnnzooError):
+    """The loss became NaN or infinite; the run stops with its last good checkpoint kept."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM: the run stopped cleanly after saving a checkpoint to resume from."""
+
+    def __init__(self, message: str, signum: int | None = None):
+        super().__init__(message)
+        self.signum = int(signum or signal.SIGINT)
+
+
+class _StopRequests:
+    """SIGINT/SIGTERM handlers for the length of a run: the first signal asks the loop to stop
+    after the step in flight (and save); a second Ctrl-C stops at once, as usual."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._old: dict[int, object] = {}
+
+    def _handle(self, signum, _frame) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __enter__(self) -> "_StopRequests":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, run: Path, dist: DistInfo, *, resume: bool = False,
                  log: Callable[[str], None] = print, val_indices: list[int] | None = None):
@@ -57,13 +101,10 @@ class Trainer:
         check_choice(cfg.opt, OPTIMIZERS, "optimizer")
         check_choice(cfg.sched, SCHEDULES, "schedule")
         check_choice(cfg.amp, ("none", "bf16", "fp16"), "--amp mode")
+        cfg.validate()
         if cfg.amp == "fp16" and dist.device.type != "cuda":
             raise CnnzooError("--amp fp16 needs a GPU (its gradient scaler is CUDA-only); "
                               "use --amp bf16 on the CPU")
-        for name in ("epochs", "batch_size"):
-            if getattr(cfg, name) < 1:
-                raise CnnzooError(f"--{name.replace('_', '-')} must be at least 1, "
-                                  f"got {getattr(cfg, name)}")
         if cfg.batch_size % dist.world:
             raise CnnzooError(f"--batch-size {cfg.batch_size} does not split evenly over "
                               f"{dist.world} processes")
@@ -74,6 +115,12 @@ class Trainer:
         torch.manual_seed(cfg.seed)
 
         self.source = load_source(cfg.data, root=cfg.data_root, download=cfg.download)
+        if self.source.skipped:
+            file, reason = self.source.skipped[0]
+            more = len(self.source.skipped) - 1
+            self.log(f"skipped {len(self.source.skipped)} unreadable image(s) of "
+                     f"{self.source.spec}: {file} ({reason})"
+                     f"{f' and {more} more, listed in config.json' if more else ''}")
         # A resumed run takes every weight from its checkpoint, not from --pretrained again.
         self.model, skipped = build_model(cfg, self.source.num_classes, load_pretrained=not resume)
         if skipped:
@@ -122,6 +169,9 @@ class Trainer:
         self.history: list[dict] = []
         self.best_acc = -1.0
         self.start_epoch = 1
+        self.start_step = 0  # steps of start_epoch already trained (a mid-epoch checkpoint)
+        self.partial: dict | None = None  # that epoch's running sums at the checkpoint
+        self.stops = _StopRequests()
         self._plotted = time.monotonic()
         self.forward = self._wrap()
         if resume:
@@ -154,26 +204,30 @@ class Trainer:
         self.history = info["history"]
         self.best_acc = info["best_acc"]
         self.start_epoch = info["epoch"] + 1
-        self.log(f"resuming {self.run} after epoch {info['epoch']}")
+        self.start_step, self.partial = info.get("step", 0), info.get("partial")
+        where = (f"at epoch {self.start_epoch}, step {self.start_step}" if self.start_step else
+                 f"after epoch {info['epoch']}")
+        self.log(f"resuming {self.run} {where}")
 
     # -- one epoch ----------------------------------------------------------------------------
-    def train_epoch(self, epoch: int) -> dict:
+    def train_epoch(self, epoch: int, start_step: int = 0, partial: dict | None = None) -> dict:
         cfg, dev = self.cfg, self.dist.device
         if (cfg.freeze and cfg.unfreeze_at and epoch >= cfg.unfreeze_at
                 and not all(p.requires_grad for p in self.model.parameters())):
             unfreeze(self.model)
             self.forward = self._wrap()  # DDP hooks only the parameters trainable when wrapped
             self.log(f"epoch {epoch}: unfrozen, {counts(self.model)[0]:,} trainable parameters")
-        self.train_loader.sampler.set_epoch(epoch)
+        self.train_loader.sampler.set_epoch(epoch, start_step * self.train_loader.batch_size)
         self.train_loader.generator.manual_seed(cfg.seed * 100003 + epoch)
         set_train_mode(self.model, True)
         aux_weights = getattr(self.model, "aux_loss_weights", None)
         params = [p for p in self.model.parameters() if p.requires_grad]
         bar = EpochProgress(self.steps, epoch, cfg.epochs, enabled=self.dist.is_main)
-        loss_sum = correct = seen = 0.0
-        start = time.perf_counter()
-        batches = itertools.islice(self.train_loader, self.steps)
-        for step, (images, labels) in enumerate(batches, start=1):
+        sums = dict(partial or {"loss_sum": 0.0, "correct": 0.0, "seen": 0.0, "seconds": 0.0})
+        loss_sum, correct, seen = sums["loss_sum"], sums["correct"], sums["seen"]
+        start = time.perf_counter() - sums["seconds"]
+        batches = itertools.islice(self.train_loader, self.steps - start_step)
+        for step, (images, labels) in enumerate(batches, start=start_step + 1):
             images = images.to(dev, non_blocking=True)
             labels = labels.to(dev, non_blocking=True)
             if self.batch_augment is not None:
@@ -194,10 +248,24 @@ class Trainer:
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
             n = labels.shape[0]
-            loss_sum += float(loss.detach()) * n
+            loss_value = float(loss.detach())
+            stop = self._agree(not math.isfinite(loss_value), self.stops.signal is not None)
+            if stop[0]:
+                bar.close()
+                raise TrainingDiverged(self._diverged(epoch, step, loss_value))
+            loss_sum += loss_value * n
             correct += float((logits_of(output).detach().argmax(1) == labels).sum())
             seen += n
             bar.update(step, loss_sum / seen, 100 * correct / seen, int(seen * self.dist.world))
+            if step < self.steps and (stop[1] or (cfg.save_every and step % cfg.save_every == 0)):
+                sums = {"loss_sum": loss_sum, "correct": correct, "seen": seen,
+                        "seconds": time.perf_counter() - start}
+                self._checkpoint(epoch - 1, step, sums)
+                if stop[1]:
+                    bar.close()
+                    raise Interrupted(f"stopped at epoch {epoch}, step {step} with a checkpoint; "
+                                      f"continue with `cnnzoo train --resume {self.run}`",
+                                      self.stops.signal)
         bar.close()
         seconds = time.perf_counter() - start
         loss_sum, correct, seen = all_sum(self.dist, [loss_sum, correct, seen])
@@ -212,17 +280,42 @@ class Trainer:
         return row
 
     # -- checkpoints ---------------------------------------------------------------------------
+    def _agree(self, *flags: bool) -> tuple[bool, ...]:
+        """Each flag raised on any process, so that all processes stop at the same step."""
+        if not self.dist.enabled:
+            return flags
+        t = torch.tensor([float(f) for f in flags], device=self.dist.device)
+        return tuple(bool(v > 0) for v in all_sum_tensor(self.dist, t).tolist())
+
+    def _diverged(self, epoch: int, step: int, value: float) -> str:
+        kept = ckpt.has_checkpoint(self.run)
+        last = ckpt.read_metadata(self.run / "last.safetensors") if kept else {}
+        where = (f"the last good checkpoint (epoch {last.get('epoch')}"
+                 f"{', step ' + last['step'] if last.get('step', '0') != '0' else ''}) is kept in "
+                 f"{self.run}" if kept else "no checkpoint had been written yet")
+        value = ("NaN" if math.isnan(value) else "infinite" if math.isinf(value) else
+                 "NaN or infinite on another process")
+        return (f"the loss became {value} at epoch {epoch}, step {step}; training stopped and "
+                f"{where}; lower --lr, add --clip-grad or --warmup-epochs and train again")
+
+    def _checkpoint(self, epoch: int, step: int = 0, partial: dict | None = None) -> None:
+        """Save what a resume needs: ``epoch`` whole epochs, then ``step`` steps of the next."""
+        if not self.dist.is_main:
+            return
+        ema_state = self.ema.state_dict() if self.ema is not None else None
+        info = {"epoch": epoch, "step": step, "partial": partial, "history": self.history,
+                "best_acc": self.best_acc}
+        ckpt.save_checkpoint(self.run, "last", model_state=self.model.state_dict(),
+                             optimizer=self.optimizer, scheduler=self.scheduler,
+                             scaler=self.scaler, ema_state=ema_state, info=info)
+
     def _save(self, epoch: int, row: dict) -> None:
         self.history.append(row)
         improved = row["val_acc"] > self.best_acc
         self.best_acc = max(self.best_acc, row["val_acc"])
+        self._checkpoint(epoch)
         if not self.dist.is_main:
             return
-        ema_state = self.ema.state_dict() if self.ema is not None else None
-        info = {"epoch": epoch, "history": self.history, "best_acc": self.best_acc}
-        ckpt.save_checkpoint(self.run, "last", model_state=self.model.state_dict(),
-                             optimizer=self.optimizer, scheduler=self.scheduler,
-                             scaler=self.scaler, ema_state=ema_state, info=info)
         if improved:
             best = self.ema.module if self.ema is not None else self.model
             ckpt.save_weights(self.run / "best.safetensors", best.state_dict(),
@@ -236,12 +329,19 @@ class Trainer:
             self._plotted = now
 
     def fit(self, on_epoch_end: Callable[[int, dict], None] | None = None) -> dict:
-        for epoch in range(self.start_epoch, self.cfg.epochs + 1):
-            row = self.train_epoch(epoch)
-            self._save(epoch, row)
-            barrier(self.dist)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, row)
+        with self.stops:
+            for epoch in range(self.start_epoch, self.cfg.epochs + 1):
+                first = epoch == self.start_epoch
+                row = self.train_epoch(epoch, self.start_step if first else 0,
+                                       self.partial if first else None)
+                self._save(epoch, row)
+                barrier(self.dist)
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, row)
+                if epoch < self.cfg.epochs and self._agree(self.stops.signal is not None)[0]:
+                    raise Interrupted(f"stopped after epoch {epoch} with a checkpoint; continue "
+                                      f"with `cnnzoo train --resume {self.run}`",
+                                      self.stops.signal)
         last = self.history[-1] if self.history else {}
         return {"val_acc": last.get("val_acc"), "val_loss": last.get("val_loss"),
                 "best_acc": self.best_acc, "val_count": len(self.split.val),
@@ -256,7 +356,8 @@ def write_run_header(trainer: Trainer) -> None:
     rd.write_json(trainer.run / rd.CONFIG, {
         "train": trainer.cfg.to_dict(), "classes": src.classes, "data_kind": src.kind,
         "input_size": list(trainer.model.default_cfg.input_size), "world_size": trainer.dist.world,
-        "train_images": len(trainer.split.train), "val_images": len(trainer.split.val)})
+        "train_images": len(trainer.split.train), "val_images": len(trainer.split.val),
+        "skipped_images": [{"file": f, "reason": r} for f, r in src.skipped]})
     if trainer.split.val_indices is not None:
         rd.write_json(trainer.run / rd.SPLIT, trainer.split.record())
 
@@ -266,15 +367,20 @@ def train(cfg: TrainConfig, run: Path, dist: DistInfo, *, resume: bool = False, 
           log: Callable[[str], None] = print) -> dict:
     """Train into ``run`` (a new folder, or an existing run with ``resume``); returns the final
     validation numbers."""
+    restart = False
     if resume:
         rd.require_run(run)
-        if not (run / "last.state.safetensors").exists():
-            raise rd.RunFolderError(f"{run} has no checkpoint to resume from (no "
-                                    f"last.state.safetensors)")
+        if not ckpt.has_checkpoint(run):
+            # Stopped before its first checkpoint: the run starts over, on its recorded split.
+            log(f"{run} stopped before its first checkpoint: starting it over")
+            resume, restart = False, True
     else:
         rd.check_new(run, force)  # before anything is written: bad data must not cost a run
-    trainer = Trainer(cfg, run, dist, resume=resume, log=log)
-    if not resume:
+    trainer = Trainer(cfg, run, dist, resume=resume, log=log,
+                      val_indices=rd.read_split(run) if restart else None)
+    if restart:
+        write_run_header(trainer)
+    elif not resume:
         barrier(dist)  # every rank has checked the folder before rank 0 writes to it
         if dist.is_main:
             rd.prepare_new(run, force)

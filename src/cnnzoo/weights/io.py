@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from ..errors import WeightsError
 
@@ -64,8 +64,12 @@ def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
 def atomic_write(path: str | os.PathLike, write) -> None:
     """Call ``write(tmp_path)`` then move the result onto ``path`` in one rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{exc.strerror or exc}; {path} was not written",
+                      str(path)) from None
     os.close(fd)
     try:
         write(tmp)
@@ -79,9 +83,13 @@ def atomic_write(path: str | os.PathLike, write) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno is not None:
+            # Name the file the user asked for, not our temporary one; nothing was left behind.
+            raise OSError(exc.errno, f"{exc.strerror or exc}; {path} was not written",
+                          str(path)) from None
         raise
 
 
@@ -96,7 +104,10 @@ def save_state_dict(state: Mapping[str, torch.Tensor], path: str | os.PathLike,
     """Write tensors as safetensors, atomically (shared storage is copied apart first)."""
     tensors = {k: v.detach().contiguous().clone() if _shares_storage(v, state) else
                v.detach().contiguous() for k, v in state.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    # Serialised here and written by Python, whose writes raise on a full disk (ENOSPC) rather
+    # than leave a short file behind an error nobody sees.
+    data = save(tensors, metadata=metadata)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def _shares_storage(t: torch.Tensor, state: Mapping[str, torch.Tensor]) -> bool:

@@ -131,3 +131,26 @@ def test_bad_input_ends_in_one_line_and_exit_2(case, tmp_path, digits_run, capsy
     if case == "resume of a non-run":
         assert (tmp_path / "notrun" / "notes.txt").read_text() == "mine"
 
+
+
+def test_train_takes_a_torchvision_named_file_as_pretrained(tmp_path, capsys):
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    peer = torchvision.models.resnet18(num_classes=1000)
+    pth = tmp_path / "resnet18-torchvision.pth"
+    torch.save(peer.state_dict(), pth)
+    data = make_image_folder(tmp_path / "folder", per_class=4, size=32)
+    code = main(["train", "resnet18", "--data", str(data), "--pretrained", str(pth),
+                 "--img-size", "32", "--epochs", "1", "-b", "8", "--threads", "1",
+                 "--freeze", "all-but-head", "-o", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "re-initialised" in out  # the 1000-class head became a head for the folder's classes
+    from cnnzoo.weights.io import load_state_dict
+    trained = load_state_dict(tmp_path / "run" / "last.safetensors")
+    # Loaded, not random, and frozen: the backbone is still exactly the peer's.
+    assert torch.equal(trained["stem.conv.weight"], peer.state_dict()["conv1.weight"])
+    assert torch.equal(trained["stages.3.blocks.1.conv2.conv.weight"],
+                       peer.state_dict()["layer4.1.conv2.weight"])

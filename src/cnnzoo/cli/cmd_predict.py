@@ -25,9 +25,10 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def load_model(args: argparse.Namespace):
     """(model, run config or None) from --weights (run or file) or --pretrained."""
-    from ..engine.build import (classifier_classes, load_run_model, load_weights, model_kwargs,
+    from ..engine.build import (classifier_classes, load_run_model, model_kwargs,
                                 resolve_weights, run_of, with_input_size)
     from ..registry import create_model
+    from ..weights import load_pretrained
     from ..weights.io import load_state_dict
 
     kwargs = model_kwargs(args.model, args.img_size)
@@ -44,7 +45,8 @@ def load_model(args: argparse.Namespace):
     state = load_state_dict(weights)
     num_classes = classifier_classes(state, args.model)
     model = create_model(args.model, num_classes=num_classes, **kwargs)
-    load_weights(model, state, source=str(weights))
+    # Through the shared loader, so a torchvision- or timm-named file works as well as ours.
+    load_pretrained(model, state, name=args.model)
     return with_input_size(model, args.img_size), None
 
 

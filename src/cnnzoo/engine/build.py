@@ -1,6 +1,8 @@
 """Models and data for a run, built from its configuration, and rebuilt later from its folder."""
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -116,20 +118,6 @@ def check_img_size(name: str, img_size: int) -> None:
                              f"{img_size}")
 
 
-def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> list[str]:
-    """``weights.load_into`` after refusing tensors of a kind the model's cannot hold: integer or
-    boolean values for floating-point weights are no weights at all (half precision converts)."""
-    from ..weights import load_into
-
-    own = model.state_dict()
-    wrong = [k for k, v in state.items()
-             if k in own and own[k].is_floating_point() and not v.is_floating_point()]
-    if wrong:
-        raise WeightsError(f"{source} holds {state[wrong[0]].dtype} values for floating-point "
-                           f"weights ({', '.join(wrong[:3])}{' ...' if len(wrong) > 3 else ''})")
-    return load_into(model, state, source=source)
-
-
 def with_input_size(model: nn.Module, img_size: int | None) -> nn.Module:
     """Networks with global pooling take any size: record the one this run feeds them."""
     if img_size is not None and tuple(model.default_cfg.input_size[1:]) != (img_size, img_size):
@@ -162,20 +150,28 @@ def build_model(cfg: TrainConfig, num_classes: int,
                 load_pretrained: bool = True) -> tuple[nn.Module, list[str]]:
     """The run's model with ``num_classes`` outputs; with ``--pretrained`` every tensor but a
     classifier of another size is loaded (a new head, as fine-tuning wants). Returns the model and
-    the names of the re-initialised tensors."""
+    the loader's notes for the user (a re-initialised head, adapted input channels)."""
     kwargs = model_kwargs(cfg.model, cfg.img_size, cfg.model_kwargs)
     model = create_model(cfg.model, num_classes=num_classes, in_chans=cfg.in_chans, **kwargs)
-    model = with_input_size(model, cfg.img_size)
-    skipped: list[str] = []
+    notes: list[str] = []
     if cfg.pretrained and load_pretrained:
-        from ..weights.io import load_state_dict
-        path = resolve_weights(cfg.pretrained)
-        skipped = load_weights(model, load_state_dict(path), source=str(path))
-    return model, skipped
+        # Through the one loader every entry point shares: named sources, URLs and files in our,
+        # torchvision's or timm's naming. The trainer reports what was re-initialised itself.
+        from ..weights import PretrainedWarning
+        from ..weights import load_pretrained as load_source
+        source = cfg.pretrained
+        if Path(source).expanduser().is_dir():
+            source = str(resolve_weights(source))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", PretrainedWarning)
+            load_source(model, source, name=cfg.model)
+        notes = [str(w.message) for w in caught if issubclass(w.category, PretrainedWarning)]
+    return with_input_size(model, cfg.img_size), notes
 
 
 def load_run_model(run: Path, weights: Path | None = None) -> tuple[nn.Module, dict]:
     """Rebuild a trained model from its run folder (config.json) and load its weights."""
+    from ..weights import load_into
     from ..weights.io import load_state_dict
 
     config = require_run(run)
@@ -185,7 +181,7 @@ def load_run_model(run: Path, weights: Path | None = None) -> tuple[nn.Module, d
                          **kwargs)
     model = with_input_size(model, cfg.img_size)
     weights = weights or resolve_weights(str(run))
-    load_weights(model, load_state_dict(weights), source=str(weights))
+    load_into(model, load_state_dict(weights), source=str(weights))
     return model, config
 
 

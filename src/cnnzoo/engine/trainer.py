@@ -122,9 +122,9 @@ class Trainer:
                      f"{self.source.spec}: {file} ({reason})"
                      f"{f' and {more} more, listed in config.json' if more else ''}")
         # A resumed run takes every weight from its checkpoint, not from --pretrained again.
-        self.model, skipped = build_model(cfg, self.source.num_classes, load_pretrained=not resume)
-        if skipped:
-            self.log(f"new head for {self.source.num_classes} classes: {', '.join(skipped)}")
+        self.model, notes = build_model(cfg, self.source.num_classes, load_pretrained=not resume)
+        for note in notes:
+            self.log(f"pretrained: {note}")
         mcfg = self.model.default_cfg
         train_tf = build_transform(mcfg, train=True, kind=self.source.kind, augment=cfg.augment)
         val_tf = build_transform(mcfg, train=False, kind=self.source.kind)

@@ -49,6 +49,13 @@ def load_into(model: nn.Module, state: dict, *, source: str = "weights") -> list
     checkpoints older than PyTorch 0.4.1 (torchvision's V1 ResNets), may be missing.
     """
     own = model.state_dict()
+    # Integer or boolean values for floating-point weights are no weights at all (a file of
+    # indices or a corrupted dtype); half precision converts on load and is fine.
+    wrong = [k for k, v in state.items()
+             if k in own and own[k].is_floating_point() and not v.is_floating_point()]
+    if wrong:
+        raise WeightsError(f"{source} holds {state[wrong[0]].dtype} values for floating-point "
+                           f"weights ({', '.join(wrong[:3])}{' ...' if len(wrong) > 3 else ''})")
     classifier = getattr(getattr(model, "default_cfg", None), "classifier", None)
     skipped = []
     for key, value in list(state.items()):

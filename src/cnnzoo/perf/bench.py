@@ -165,6 +165,12 @@ def _optimizer(model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, foreach=device.type != "cpu", **kwargs)
 
 
+def grad_scaler(settings: BenchSettings) -> torch.amp.GradScaler:
+    # Loss scaling is needed for float16 only: bfloat16 has float32's exponent range.
+    return torch.amp.GradScaler(settings.torch_device.type, enabled=settings.amp
+                                and settings.autocast_dtype() == torch.float16)
+
+
 def benchmark_train(model: nn.Module, settings: BenchSettings, input_size, *,
                     clock: Clock = time.perf_counter, progress: Progress | None = None) -> dict:
     """Time training steps of ``model``; returns the train_ columns."""
@@ -178,9 +184,7 @@ def benchmark_train(model: nn.Module, settings: BenchSettings, input_size, *,
     num_classes = getattr(model, "num_classes", 0) or 1000
     target = torch.randint(0, num_classes, (settings.batch_size,), device=device)
     loss_fn = nn.CrossEntropyLoss()
-    # Loss scaling is needed for float16 only: bfloat16 has float32's exponent range.
-    scaler = torch.amp.GradScaler(device.type, enabled=settings.amp
-                                  and settings.autocast_dtype() == torch.float16)
+    scaler = grad_scaler(settings)
 
     def step():
         optimizer.zero_grad(set_to_none=True)

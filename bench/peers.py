@@ -59,8 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def roofline(device: torch.device, threads_note: str) -> dict[str, float]:
-    """Best GFLOP/s of fp32 GEMM and of a large channels_last 1x1 conv on ``device``."""
+def roofline(device: torch.device, dtype: torch.dtype, note: str) -> dict[str, float]:
+    """Best GFLOP/s of a GEMM and of a large channels_last 1x1 conv on ``device`` in ``dtype``."""
     sync = synchronizer(device)
 
     def best(fn, flops, reps=3) -> float:
@@ -79,19 +79,21 @@ def roofline(device: torch.device, threads_note: str) -> dict[str, float]:
     with torch.inference_mode():
         gemm = []
         for n in ((4096, 8192) if big else (1024, 2048)):
-            a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+            a = torch.randn(n, n, device=device, dtype=dtype)
+            b = torch.randn(n, n, device=device, dtype=dtype)
             gemm.append(best(lambda: a @ b, 2 * n ** 3))
         out["gemm"] = max(gemm)
         conv = []
         batch = 256 if big else 16
         for cin, cout, side in ((256, 1024, 56), (512, 2048, 28)):
-            w = torch.nn.Conv2d(cin, cout, 1, bias=False).to(device, memory_format=torch.channels_last)
-            x = torch.randn(batch, cin, side, side, device=device).contiguous(
+            w = torch.nn.Conv2d(cin, cout, 1, bias=False).to(
+                device, dtype, memory_format=torch.channels_last)
+            x = torch.randn(batch, cin, side, side, device=device, dtype=dtype).contiguous(
                 memory_format=torch.channels_last)
             conv.append(best(lambda: w(x), 2 * batch * side * side * cin * cout))
         out["conv1x1_cl"] = max(conv)
     out["peak"] = max(out["gemm"], out["conv1x1_cl"])
-    print(f"roofline ({threads_note}): GEMM {out['gemm']:.0f} GFLOP/s, 1x1 conv channels_last "
+    print(f"roofline ({note}): GEMM {out['gemm']:.0f} GFLOP/s, 1x1 conv channels_last "
           f"{out['conv1x1_cl']:.0f} GFLOP/s -> peak {out['peak']:.0f}", flush=True)
     return out
 
@@ -181,7 +183,8 @@ def main(argv=None) -> int:
              f"{args.amp_dtype if args.amp else 'fp32'}"
              f"{', channels_last' if args.channels_last else ''}")
     print(f"torch {torch.__version__}; {flags}", flush=True)
-    peak = roofline(device, flags)["peak"]
+    dtype = getattr(torch, args.amp_dtype) if args.amp else torch.float32
+    peak = roofline(device, dtype, flags)["peak"]
     rows = []
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         side = cnnzoo.default_cfg(name).input_size[-1] if cnnzoo.is_model(name) else \

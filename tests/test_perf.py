@@ -11,7 +11,8 @@ from torch import nn
 
 from cnnzoo import create_model, default_cfg, list_models, model_card
 from cnnzoo.inspect.counts import registered_param_count
-from cnnzoo.perf import BenchSettings, count_gmacs, find_conv_bn_pairs, fold_batchnorm, optimize
+from cnnzoo.perf import (BenchSettings, InferenceModel, count_gmacs, find_conv_bn_pairs,
+                         fold_batchnorm, optimize)
 from cnnzoo.perf.bench import bench_model, benchmark_inference, benchmark_train, grad_scaler
 from cnnzoo.perf.onnxrt import OrtRunner, export_onnx_bytes
 from cnnzoo.perf.timing import synchronizer
@@ -205,9 +206,35 @@ def test_optimize_compile_path_runs_and_keeps_outputs():
     torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-4)
 
 
+def test_optimize_low_precision_by_autocast_or_by_weights_cast_once():
+    model = _randomise_bn(create_model("resnet18", num_classes=5))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+    fast = optimize(model, example=x, channels_last=False, amp_dtype=torch.bfloat16)
+    assert fast.report.amp in ("bfloat16 autocast", "bfloat16 weights cast")
+    assert set(fast.report.timings_ms) == {"eager_nchw", "eager_nchw_cast"}
+    for cast in (False, True):
+        m = fast.model.to(torch.bfloat16 if cast else torch.float32)
+        out = InferenceModel(m, amp_dtype=torch.bfloat16, cast=cast)(x)
+        assert out.dtype == torch.bfloat16
+        torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05 * ref.abs().max())
+
+
+def test_optimize_can_hand_the_model_to_onnxruntime():
+    model = _randomise_bn(create_model("resnet18", num_classes=5))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+    fast = optimize(model, example=x, channels_last=True, onnxruntime=True)
+    assert fast.report.onnxruntime and not fast.channels_last
+    torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-4)
+    assert isinstance(fast.forward_features(x), torch.Tensor)  # the torch model stays usable
+
+
 def test_optimize_rejects_unknown_choices():
     model = create_model("lenet5")
-    for kwargs in ({"channels_last": "sometimes"}, {"compile": "maybe"}):
+    for kwargs in ({"channels_last": "sometimes"}, {"compile": "maybe"}, {"onnxruntime": 1.5}):
         try:
             optimize(model, **kwargs)
         except ValueError as exc:

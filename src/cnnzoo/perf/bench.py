@@ -133,8 +133,8 @@ def benchmark_inference(model: nn.Module, settings: BenchSettings, input_size, *
         if settings.optimize:
             # --channels-last pins the layout; without it optimize measures both and keeps one.
             model = optimize_model(model, example=x, compile=settings.compile,
-                                   channels_last=True if settings.channels_last else "auto")
-            x = model._prepare(x)
+                                   channels_last=True if settings.channels_last else "auto",
+                                   amp_dtype=settings.autocast_dtype() if settings.amp else None)
             how = f"optimized: {model.report.describe()}"
         else:
             if settings.channels_last:
@@ -143,8 +143,11 @@ def benchmark_inference(model: nn.Module, settings: BenchSettings, input_size, *
                 model = torch.compile(model)
                 how = "compiled"
 
+        # An optimised model applies its own precision choice; the others take the flag.
+        amp = contextlib.nullcontext if settings.optimize else settings.autocast
+
         def step():
-            with torch.inference_mode(), settings.autocast():
+            with torch.inference_mode(), amp():
                 return model(x)
 
     report = (lambda i, n: progress("infer", i, n)) if progress else None

@@ -11,6 +11,7 @@ defer to it once it exists.
 """
 from __future__ import annotations
 
+import copy
 import io
 import os
 import warnings
@@ -69,7 +70,9 @@ class OrtRunner:
         if isinstance(source, nn.Module):
             if example is None:
                 raise ValueError("exporting a module needs an example input")
-            source = export_onnx_bytes(source.cpu(), example.cpu())
+            if any(p.device.type != "cpu" for p in source.parameters()):
+                source = copy.deepcopy(source).cpu()  # export on the CPU; leave theirs in place
+            source = export_onnx_bytes(source, example.cpu())
         elif not isinstance(source, bytes):
             source = os.fspath(source)
         options = ort.SessionOptions()

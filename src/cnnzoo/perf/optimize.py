@@ -4,10 +4,13 @@ What is done always: eval mode, BatchNorm folded into its convolution (``fold.py
 frozen, every call under ``torch.inference_mode`` (no autograd bookkeeping at all). What is
 chosen by measuring on the device, because no rule holds everywhere: the memory layout
 (channels_last lets oneDNN and cuDNN use their fastest dense kernels, yet depthwise and grouped
-convolutions can be slower in it on some builds) and, when asked, ``torch.compile``.
+convolutions can be slower in it on some builds), and, when asked, low precision by autocast or
+by weights cast once, ``torch.compile``, and ONNX Runtime (often the fastest on a CPU for the
+depthwise-heavy families).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import statistics
 import time
@@ -26,47 +29,67 @@ class OptimizeReport:
     folded: int = 0
     channels_last: bool = False
     compiled: str | None = None
+    onnxruntime: bool = False
+    amp: str | None = None
     # Median step time (ms) of each candidate measured, by candidate name.
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     def describe(self) -> str:
         parts = [f"{self.folded} BN folded", "channels_last" if self.channels_last else "NCHW"]
+        if self.amp:
+            parts.append(self.amp)
+        if self.onnxruntime:
+            parts.append("onnxruntime")
         if self.compiled:
             parts.append(f"compiled ({self.compiled})")
         return ", ".join(parts)
 
 
 class InferenceModel(nn.Module):
-    """An optimised model: call it like the original, in inference mode, in the chosen layout."""
+    """An optimised model: call it like the original, in inference mode, in the chosen layout.
+
+    ``amp_dtype`` runs it in lower precision, either under autocast or, when ``cast`` is set,
+    with weights converted once (no per-call weight casts) and inputs cast on the way in.
+    """
 
     def __init__(self, model: nn.Module, *, channels_last: bool = False,
-                 compiled: Callable | None = None, report: OptimizeReport | None = None):
+                 runner: Callable | None = None, amp_dtype: torch.dtype | None = None,
+                 cast: bool = False, report: OptimizeReport | None = None):
         super().__init__()
         self.model = model
         self.channels_last = channels_last
-        # The compiled callable wraps self.model; keep it out of the module tree so its
-        # parameters are not listed twice.
-        object.__setattr__(self, "_run", model if compiled is None else compiled)
+        self.amp_dtype = amp_dtype
+        self.cast = cast
+        # A compiled module or an ONNX Runtime session wrapping self.model; kept out of the
+        # module tree so parameters are not listed twice.
+        object.__setattr__(self, "_run", model if runner is None else runner)
         self.report = report or OptimizeReport()
         for attr in ("default_cfg", "card", "model_name", "num_classes", "num_features"):
             if hasattr(model, attr):
                 object.__setattr__(self, attr, getattr(model, attr))
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cast and self.amp_dtype is not None:
+            x = x.to(self.amp_dtype)
         if self.channels_last and x.dim() == 4:
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
+    def _context(self, x: torch.Tensor):
+        if self.amp_dtype is None or self.cast:
+            return contextlib.nullcontext()
+        return torch.autocast(x.device.type, dtype=self.amp_dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
+        with torch.inference_mode(), self._context(x):
             return self._run(self._prepare(x))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
+        with torch.inference_mode(), self._context(x):
             return self.model.forward_features(self._prepare(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        with torch.inference_mode():
+        with torch.inference_mode(), self._context(x):
             return self.model.forward_head(x, pre_logits=pre_logits)
 
 
@@ -76,30 +99,32 @@ def _example_input(model: nn.Module, batch_size: int, device: torch.device) -> t
     return torch.randn(batch_size, *size, device=device)
 
 
-def _median_ms(fn: Callable[[], object], sync, clock: Clock, warmup: int, steps: int) -> float:
-    per_step, _ = time_steps(fn, warmup=warmup, steps=steps, sync=sync, clock=clock)
-    return 1000 * statistics.median(per_step)
-
-
 def _set_layout(model: nn.Module, channels_last: bool) -> None:
     model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
+def _choice(value, name: str) -> None:
+    if value not in (True, False, "auto"):
+        raise ValueError(f"{name} must be True, False or 'auto', got {value!r}")
+
+
 def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_size: int = 8,
              channels_last: bool | str = "auto", compile: bool | str = False,
-             compile_backend: str = "inductor", fold_bn: bool = True, inplace: bool = False,
+             compile_backend: str = "inductor", onnxruntime: bool | str = False,
+             amp_dtype: torch.dtype | None = None, fold_bn: bool = True, inplace: bool = False,
              warmup: int = 1, steps: int = 3, clock: Clock = time.perf_counter) -> InferenceModel:
     """Return an :class:`InferenceModel` computing what ``model`` computes (to ~1e-5), faster.
 
-    ``channels_last`` and ``compile`` take True, False or ``'auto'``: 'auto' times both choices
-    on ``example`` (or a random batch of ``batch_size`` at the model's default input size) and
-    keeps the faster; ``compile=True`` always compiles (``compile_backend``, 'inductor' by
-    default). The choice and the timings are in ``result.report``. The model is copied unless
-    ``inplace=True``, because folding rewrites its weights.
+    ``channels_last``, ``compile`` and ``onnxruntime`` take True, False or ``'auto'``: 'auto'
+    times the choices on ``example`` (or a random batch of ``batch_size`` at the model's default
+    input size) and keeps the fastest; True forces it. ``amp_dtype`` (bfloat16, float16) runs in
+    lower precision and measures autocast against weights cast once. The choices and the
+    timings are in ``result.report``. The model is copied unless ``inplace=True``, because
+    folding rewrites its weights.
     """
-    for name, value in (("channels_last", channels_last), ("compile", compile)):
-        if value not in (True, False, "auto"):
-            raise ValueError(f"{name} must be True, False or 'auto', got {value!r}")
+    for name, value in (("channels_last", channels_last), ("compile", compile),
+                        ("onnxruntime", onnxruntime)):
+        _choice(value, name)
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
@@ -112,40 +137,84 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
         device = next(model.parameters()).device
     except StopIteration:
         device = torch.device("cpu")
-    if example is None and "auto" in (channels_last, compile):
+    if example is None and "auto" in (channels_last, compile, onnxruntime):
         example = _example_input(model, batch_size, device)
     sync = synchronizer(device)
 
-    def measure(name: str, run: Callable, layout: bool) -> float:
-        x = example.contiguous(memory_format=torch.channels_last) if layout else example
-        with torch.inference_mode():
-            ms = _median_ms(lambda: run(x), sync, clock, warmup, steps)
+    def measure(name: str, candidate: InferenceModel) -> float:
+        per_step, _ = time_steps(lambda: candidate(example), warmup=warmup, steps=steps,
+                                 sync=sync, clock=clock)
+        ms = 1000 * statistics.median(per_step)
         report.timings_ms[name] = round(ms, 3)
         return ms
 
-    layout = channels_last if channels_last != "auto" else False
-    if channels_last == "auto":
-        eager = {}
-        for cl in (False, True):
-            _set_layout(model, cl)
-            eager[cl] = measure("eager_channels_last" if cl else "eager_nchw", model, cl)
-        layout = min(eager, key=eager.get)
-    _set_layout(model, layout)
+    def make(**kw) -> InferenceModel:
+        kw = {"channels_last": layout, "amp_dtype": amp_dtype, "report": report, **kw}
+        return InferenceModel(kw.pop("model", model), **kw)
 
-    compiled = None
+    layout = channels_last is True
+    best_name = "eager_channels_last" if layout else "eager_nchw"
+    best_ms = None
+    if channels_last == "auto":
+        timed = {}
+        for layout in (False, True):
+            _set_layout(model, layout)
+            timed[layout] = measure("eager_channels_last" if layout else "eager_nchw", make())
+        layout = min(timed, key=timed.get)
+        best_name, best_ms = ("eager_channels_last" if layout else "eager_nchw"), timed[layout]
+    _set_layout(model, layout)
+    best = make()
+
+    if amp_dtype is not None:
+        # Autocast re-casts every weight on every call; casting the weights once saves that,
+        # at the price of a few ops (pooling, the classifier) running in low precision too.
+        cast_model = copy.deepcopy(model).to(amp_dtype)
+        cast = make(model=cast_model, cast=True)
+        if best_ms is None:
+            best_ms = measure(best_name, best)
+        cast_ms = measure(best_name + "_cast", cast)
+        if cast_ms < best_ms:
+            model, best, best_name, best_ms = cast_model, cast, best_name + "_cast", cast_ms
+        else:
+            del cast_model, cast
+
     if compile:
         # Freezing turns weights into constants inductor can pre-pack for oneDNN and fold
         # into the graph: sound here, since the model is frozen and only run for inference.
         options = {"freezing": True} if compile_backend == "inductor" else None
-        candidate = torch.compile(model, backend=compile_backend, options=options)
+        compiled = make(model=model, cast=best.cast, runner=torch.compile(
+            model, backend=compile_backend, options=options))
         if compile == "auto":
-            name = "eager_channels_last" if layout else "eager_nchw"
-            eager_ms = report.timings_ms.get(name) or measure(name, model, layout)
-            compiled_ms = measure(f"compiled_{compile_backend}", candidate, layout)
-            if compiled_ms < eager_ms:
-                compiled = candidate
+            if best_ms is None:
+                best_ms = measure(best_name, best)
+            compiled_ms = measure(f"compiled_{compile_backend}", compiled)
+            if compiled_ms < best_ms:
+                best, best_ms = compiled, compiled_ms
+                report.compiled = compile_backend
         else:
-            compiled = candidate
-    report.channels_last = bool(layout)
-    report.compiled = compile_backend if compiled is not None else None
-    return InferenceModel(model, channels_last=bool(layout), compiled=compiled, report=report)
+            best = compiled
+            report.compiled = compile_backend
+
+    # ONNX Runtime here is its CPU build, and it runs fp32 graphs: on a GPU, or in low
+    # precision, 'auto' does not try it.
+    if onnxruntime is True or (onnxruntime and amp_dtype is None and device.type == "cpu"):
+        from .onnxrt import OrtRunner
+        ref = example if example is not None else _example_input(model, 1, device)
+        _set_layout(model, False)
+        ort = make(runner=OrtRunner(model, example=ref[:1].contiguous(), device=device),
+                   channels_last=False)
+        _set_layout(model, layout)
+        if onnxruntime == "auto":
+            if best_ms is None:
+                best_ms = measure(best_name, best)
+            if measure("onnxruntime", ort) < best_ms:
+                best = ort
+                report.onnxruntime = True
+        else:
+            best = ort
+            report.onnxruntime = True
+
+    report.channels_last = best.channels_last
+    report.amp = (f"{str(amp_dtype).removeprefix('torch.')} "
+                  f"{'weights cast' if best.cast else 'autocast'}") if amp_dtype else None
+    return best

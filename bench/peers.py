@@ -119,14 +119,12 @@ def variants(name: str, args, device: torch.device, x: torch.Tensor) -> dict:
     if cnnzoo.is_model(name):
         zoo = cnnzoo.create_model(name).eval().to(device)
         out["zoo_eager"] = eager(zoo)
+        # optimize() makes its own precision choice (autocast or weights cast once), measured.
         opt = optimize(zoo, example=x, channels_last="auto",
-                       compile="auto" if args.compile else False)
+                       compile="auto" if args.compile else False,
+                       amp_dtype=getattr(torch, args.amp_dtype) if args.amp else None)
         print(f"  {name} optimised: {opt.report.describe()} {opt.report.timings_ms}", flush=True)
-
-        def run_opt():
-            with amp:
-                return opt(x)
-        out["zoo_opt"] = run_opt
+        out["zoo_opt"] = lambda: opt(x)
         if not args.no_ort and device.type == "cpu":
             from cnnzoo.perf.onnxrt import OrtRunner
             runner = OrtRunner(opt.model, example=x[:1].contiguous(), threads=args.threads)

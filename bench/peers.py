@@ -26,7 +26,8 @@ import time
 import torch
 
 import cnnzoo
-from cnnzoo.perf import count_gmacs, optimize
+from cnnzoo.perf import BenchSettings, count_gmacs, optimize
+from cnnzoo.perf.bench import train_step
 from cnnzoo.perf.timing import synchronizer
 
 # cnnzoo name -> (timm name, torchvision name, input side).
@@ -52,6 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--channels-last", action="store_true", help="NHWC for every peer")
     p.add_argument("--compile", action="store_true", help="let optimize() try torch.compile")
     p.add_argument("--no-ort", action="store_true", help="skip the ONNX Runtime variant")
+    p.add_argument("--train", action="store_true",
+                   help="time training steps instead (cnnzoo, timm, torchvision; SGD, fused)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=3, help="timed steps per variant per round")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before the first round")
@@ -115,6 +118,14 @@ def variants(name: str, args, device: torch.device, x: torch.Tensor) -> dict:
                 return model(x)
         return run
 
+    if args.train:
+        settings = BenchSettings(batch_size=x.shape[0], amp=args.amp, amp_dtype=args.amp_dtype,
+                                 channels_last=args.channels_last, device=str(device))
+        builders = {"timm": lambda: timm.create_model(timm_name),
+                    "tv": lambda: torchvision.models.get_model(tv_name)}
+        if cnnzoo.is_model(name):
+            builders = {"zoo_eager": lambda: cnnzoo.create_model(name), **builders}
+        return {k: train_step(build(), settings, x) for k, build in builders.items()}
     out = {}
     if cnnzoo.is_model(name):
         zoo = cnnzoo.create_model(name).eval().to(device)

@@ -174,22 +174,21 @@ def grad_scaler(settings: BenchSettings) -> torch.amp.GradScaler:
                                 and settings.autocast_dtype() == torch.float16)
 
 
-def benchmark_train(model: nn.Module, settings: BenchSettings, input_size, *,
-                    clock: Clock = time.perf_counter, progress: Progress | None = None) -> dict:
-    """Time training steps of ``model``; returns the train_ columns."""
+def train_step(model: nn.Module, settings: BenchSettings,
+               x: torch.Tensor) -> Callable[[], None]:
+    """One training step of ``model`` on batch ``x`` (random targets), ready to be timed."""
     device = settings.torch_device
     model = model.to(device).train()
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = _optimizer(model, device)
     net = torch.compile(model) if settings.compile else model
-    x = _input(settings, input_size, settings.channels_last)
     num_classes = getattr(model, "num_classes", 0) or 1000
-    target = torch.randint(0, num_classes, (settings.batch_size,), device=device)
+    target = torch.randint(0, num_classes, (x.shape[0],), device=device)
     loss_fn = nn.CrossEntropyLoss()
     scaler = grad_scaler(settings)
 
-    def step():
+    def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with settings.autocast():
             out = net(x)
@@ -199,10 +198,17 @@ def benchmark_train(model: nn.Module, settings: BenchSettings, input_size, *,
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+    return step
 
+
+def benchmark_train(model: nn.Module, settings: BenchSettings, input_size, *,
+                    clock: Clock = time.perf_counter, progress: Progress | None = None) -> dict:
+    """Time training steps of ``model``; returns the train_ columns."""
+    step = train_step(model, settings, _input(settings, input_size, settings.channels_last))
     report = (lambda i, n: progress("train", i, n)) if progress else None
     per_step, wall = time_steps(step, warmup=settings.warmup, steps=settings.steps,
-                                sync=synchronizer(device), clock=clock, on_step=report)
+                                sync=synchronizer(settings.torch_device), clock=clock,
+                                on_step=report)
     return _result("train", per_step, wall, settings, input_size[-1])
 
 

@@ -209,7 +209,8 @@ def main(argv=None) -> int:
         gmacs = None
         if cnnzoo.is_model(name):
             gmacs = count_gmacs(cnnzoo.create_model(name).to(device), (3, side, side))
-        row = {"model": name, "img_size": side, **{f"{k}_ips": round(v, 2) for k, v in ips.items()}}
+        row = {"model": name, "img_size": side,
+               **{f"{k}_ips": round(v, 2) for k, v in ips.items()}}
         base = ips.get("timm")
         for k in ("zoo_eager", "zoo_opt", "zoo_ort"):
             if base and k in ips:

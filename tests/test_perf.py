@@ -61,8 +61,9 @@ def test_optimize_keeps_outputs_for_one_model_of_every_family():
             ref = model(x)
         for layout in (False, True):
             fast = optimize(model, channels_last=layout)
-            torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-4,
-                                       msg=lambda m: f"{fam} ({name}), channels_last={layout}: {m}")
+            torch.testing.assert_close(
+                fast(x), ref, rtol=1e-4, atol=1e-4,
+                msg=lambda m: f"{fam} ({name}), channels_last={layout}: {m}")
             assert fast.report.channels_last is layout
 
 

@@ -61,7 +61,8 @@ class BenchSettings:
         if self.batch_size < 1 or self.steps < 1 or self.warmup < 0:
             raise BenchSettingsError("batch size and steps must be >= 1, warm-up >= 0")
         if self.backend == "onnxruntime" and self.mode != "infer":
-            raise BenchSettingsError("the onnxruntime backend only runs inference: use --mode infer")
+            raise BenchSettingsError("the onnxruntime backend only runs inference: "
+                                     "use --mode infer")
         if self.backend == "onnxruntime" and (self.amp or self.compile):
             raise BenchSettingsError("--amp and --compile apply to the torch backend only")
         if self.amp_dtype not in (None, "float16", "bfloat16"):

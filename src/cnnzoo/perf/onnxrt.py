@@ -33,7 +33,8 @@ def _ort():
     try:
         import onnxruntime
     except ImportError as exc:  # optional dependency, so say how to get it
-        raise BackendUnavailable("the onnxruntime backend needs `pip install onnxruntime`") from exc
+        raise BackendUnavailable("the onnxruntime backend needs "
+                                 "`pip install onnxruntime`") from exc
     return onnxruntime
 
 

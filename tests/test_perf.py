@@ -60,7 +60,7 @@ def test_optimize_keeps_outputs_for_one_model_of_every_family():
         with torch.no_grad():
             ref = model(x)
         for layout in (False, True):
-            fast = optimize(model, channels_last=layout)
+            fast = optimize(model, fold_bn=True, channels_last=layout)
             torch.testing.assert_close(
                 fast(x), ref, rtol=1e-4, atol=1e-4,
                 msg=lambda m: f"{fam} ({name}), channels_last={layout}: {m}")
@@ -72,7 +72,7 @@ def test_resnet_fold_removes_every_bn_including_the_stem():
     pairs = find_conv_bn_pairs(model)
     assert ("stem.conv", "stem.bn") in pairs
     assert ("stages.1.blocks.0.downsample.conv", "stages.1.blocks.0.downsample.bn") in pairs
-    fast = optimize(model, channels_last=False)
+    fast = optimize(model, fold_bn=True, channels_last=False)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
     # ConvNormAct becomes one conv (with the BN's shift as its bias) and its activation; the
     # BN's name stays, as an Identity, for code that reaches it by name.
@@ -165,7 +165,7 @@ def test_fold_refuses_a_training_mode_model():
 def test_optimize_leaves_the_original_model_untouched():
     model = _randomise_bn(create_model("resnet18", num_classes=5))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    fast = optimize(model, channels_last=False)
+    fast = optimize(model, fold_bn=True, channels_last=False)
     assert fast.report.folded > 0
     after = model.state_dict()
     assert before.keys() == after.keys()
@@ -189,13 +189,37 @@ def test_optimize_auto_layout_keeps_the_candidate_measured_faster():
     for nchw_cost, cl_cost, expect_cl in ((2.0, 1.0, True), (1.0, 2.0, False)):
         model = _randomise_bn(create_model("resnet18", num_classes=5))
         x = torch.randn(1, 3, 32, 32)
-        fast = optimize(model, example=x, channels_last="auto", inplace=True,
+        fast = optimize(model, example=x, fold_bn=True, channels_last="auto", inplace=True,
                         clock=_layout_clock(model, nchw_cost, cl_cost))
         assert fast.report.channels_last is expect_cl
-        assert fast.report.timings_ms["eager_channels_last"] == 1000 * cl_cost
-        assert fast.report.timings_ms["eager_nchw"] == 1000 * nchw_cost
+        assert fast.report.timings_ms == {"folded_channels_last": 1000 * cl_cost,
+                                          "folded_nchw": 1000 * nchw_cost}
         with torch.no_grad():
             assert fast(x).shape == (1, 5)
+
+
+def test_optimize_keeps_batchnorm_where_measured_faster_unfolded():
+    for folded_cost, unfolded_cost in ((1.0, 2.0), (2.0, 1.0)):
+        model = _randomise_bn(create_model("resnet18", num_classes=5))
+        x = torch.randn(1, 3, 32, 32)
+        with torch.no_grad():
+            ref = model(x)
+        running = {}
+        # A hook on the stem conv survives the copies optimize makes, and tells the clock
+        # which candidate runs: the folded conv has a bias, the original none.
+        model.stem.conv.register_forward_pre_hook(
+            lambda conv, _: running.update(folded=conv.bias is not None))
+        now = [0.0]
+
+        def clock() -> float:
+            now[0] += folded_cost if running.get("folded") else unfolded_cost
+            return now[0]
+        fast = optimize(model, example=x, fold_bn="auto", channels_last=False, clock=clock)
+        keeps_bn = unfolded_cost < folded_cost
+        assert fast.report.folded == (0 if keeps_bn else 20)
+        assert any(isinstance(m, nn.BatchNorm2d) for m in fast.modules()) is keeps_bn
+        assert set(fast.report.timings_ms) == {"folded_nchw", "unfolded_nchw"}
+        torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-4)
 
 
 def test_optimize_compile_path_runs_and_keeps_outputs():
@@ -213,9 +237,10 @@ def test_optimize_low_precision_by_autocast_or_by_weights_cast_once():
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         ref = model(x)
-    fast = optimize(model, example=x, channels_last=False, amp_dtype=torch.bfloat16)
+    fast = optimize(model, example=x, fold_bn=True, channels_last=False,
+                    amp_dtype=torch.bfloat16)
     assert fast.report.amp in ("bfloat16 autocast", "bfloat16 weights cast")
-    assert set(fast.report.timings_ms) == {"eager_nchw", "eager_nchw_cast"}
+    assert set(fast.report.timings_ms) == {"folded_nchw", "folded_nchw_cast"}
     for cast in (False, True):
         m = fast.model.to(torch.bfloat16 if cast else torch.float32)
         out = InferenceModel(m, amp_dtype=torch.bfloat16, cast=cast)(x)
@@ -228,7 +253,7 @@ def test_optimize_can_hand_the_model_to_onnxruntime():
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         ref = model(x)
-    fast = optimize(model, example=x, channels_last=True, onnxruntime=True)
+    fast = optimize(model, example=x, fold_bn=True, channels_last=True, onnxruntime=True)
     assert fast.report.onnxruntime and not fast.channels_last
     torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-4)
     assert isinstance(fast.forward_features(x), torch.Tensor)  # the torch model stays usable

@@ -314,13 +314,14 @@ def test_amp_paths_run_on_cpu_bf16_and_fp16_with_loss_scaling():
                           steps=2, mode="both")
         assert s.autocast_dtype() == getattr(torch, dtype)
         assert grad_scaler(s).is_enabled() is scaled
+        torch.manual_seed(0)  # this seed overflows fp16 on the first step: the skip path runs
         model = create_model("resnet18", num_classes=4)
         before = model.head.fc.weight.detach().clone()
         result = benchmark_train(model, s, (3, 32, 32), clock=_ticking_clock())
         assert result["train_batch_size"] == 2
         # fp16's first steps may be skipped while the loss scale backs off from 2**16, but an
-        # overflowing step must never reach the weights.
-        assert torch.isfinite(model.head.fc.weight).all()
+        # overflowing step must never reach the weights (torch 2.14's fused CPU SGD let it).
+        assert all(torch.isfinite(p).all() for p in model.parameters())
         if not scaled:
             assert not torch.equal(before, model.head.fc.weight), "the optimiser never stepped"
         infer, how = benchmark_inference(create_model("resnet18"), s, (3, 32, 32),

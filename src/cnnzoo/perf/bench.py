@@ -157,11 +157,15 @@ def benchmark_inference(model: nn.Module, settings: BenchSettings, input_size, *
     return _result("infer", per_step, wall, settings, input_size[-1]), how
 
 
-def _optimizer(model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+def _optimizer(model: nn.Module, device: torch.device,
+               scaled: bool = False) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     kwargs = dict(lr=1e-4, momentum=0.9)
-    # One fused kernel for the whole update instead of one small op per tensor.
-    if "fused" in inspect.signature(torch.optim.SGD).parameters:
+    # One fused kernel for the whole update instead of one small op per tensor. Not on the CPU
+    # under fp16 loss scaling: in torch 2.14 the fused CPU SGD step that follows a skipped
+    # (overflowed) step turned resnet18's weights to inf where the plain one did not.
+    fused_ok = "fused" in inspect.signature(torch.optim.SGD).parameters
+    if fused_ok and not (scaled and device.type == "cpu"):
         try:
             return torch.optim.SGD(params, fused=True, **kwargs)
         except RuntimeError:
@@ -182,12 +186,12 @@ def train_step(model: nn.Module, settings: BenchSettings,
     model = model.to(device).train()
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = _optimizer(model, device)
+    scaler = grad_scaler(settings)
+    optimizer = _optimizer(model, device, scaled=scaler.is_enabled())
     net = torch.compile(model) if settings.compile else model
     num_classes = getattr(model, "num_classes", 0) or 1000
     target = torch.randint(0, num_classes, (x.shape[0],), device=device)
     loss_fn = nn.CrossEntropyLoss()
-    scaler = grad_scaler(settings)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)

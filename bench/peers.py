@@ -194,6 +194,7 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}; {flags}", flush=True)
     dtype = getattr(torch, args.amp_dtype) if args.amp else torch.float32
     peak = roofline(device, dtype, flags)["peak"]
+    results = []
     rows = []
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         side = cnnzoo.default_cfg(name).input_size[-1] if cnnzoo.is_model(name) else \
@@ -220,13 +221,17 @@ def main(argv=None) -> int:
             row["zoo_best_vs_timm"] = round(best / base, 3)
         if gmacs and "zoo_opt" in ips:
             row["gmacs"] = gmacs
-            row["zoo_opt_roofline"] = round(2 * gmacs * ips["zoo_opt"] / peak, 3)
+            results.append((row, 2e9 * gmacs * ips["zoo_opt"]))
         if "tv" in ips and "zoo_eager" in ips:
             row["zoo_eager_vs_tv"] = round(ips["zoo_eager"] / ips["tv"], 3)
         rows.append(row)
         print("  " + ", ".join(f"{k}={v}" for k, v in row.items()), flush=True)
         del runs
         gc.collect()
+    # The roofline again at the end: on a shared machine the best of both is nearer the truth.
+    peak = max(peak, roofline(device, dtype, flags + ", again")["peak"])
+    for row, flops in results:
+        row["zoo_opt_roofline"] = round(flops / 1e9 / peak, 3)
     keys = ("zoo_eager_vs_timm", "zoo_opt_vs_timm", "zoo_ort_vs_timm", "zoo_best_vs_timm",
             "zoo_eager_vs_tv")
     summary = {k: round(geomean([r[k] for r in rows if k in r]), 3) for k in keys}

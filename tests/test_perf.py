@@ -243,9 +243,13 @@ def test_optimize_low_precision_by_autocast_or_by_weights_cast_once():
     assert set(fast.report.timings_ms) == {"folded_nchw", "folded_nchw_cast"}
     for cast in (False, True):
         m = fast.model.to(torch.bfloat16 if cast else torch.float32)
-        out = InferenceModel(m, amp_dtype=torch.bfloat16, cast=cast)(x)
+        low = InferenceModel(m, amp_dtype=torch.bfloat16, cast=cast)
+        out = low(x)
         assert out.dtype == torch.bfloat16
         torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05 * ref.abs().max())
+        # The split calls of the model contract take float32 in, as the original did.
+        split = low.forward_head(low.forward_features(x).float())
+        torch.testing.assert_close(split.float(), out.float(), rtol=0.05, atol=0.05)
 
 
 def test_optimize_can_hand_the_model_to_onnxruntime():

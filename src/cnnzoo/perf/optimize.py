@@ -89,6 +89,8 @@ class InferenceModel(nn.Module):
             return self.model.forward_features(self._prepare(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.cast and self.amp_dtype is not None:
+            x = x.to(self.amp_dtype)
         with torch.inference_mode(), self._context(x):
             return self.model.forward_head(x, pre_logits=pre_logits)
 

@@ -34,7 +34,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels-last", action="store_true", help="NHWC memory layout")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--optimize", action="store_true",
-                   help="cnnzoo.perf.optimize: BN folded, layout chosen by measuring")
+                   help="cnnzoo.perf.optimize: BN folding, layout and AMP mode chosen by "
+                        "measuring on the device")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if any)")
     p.add_argument("--backend", choices=BACKENDS, default="torch")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps first (default 10)")

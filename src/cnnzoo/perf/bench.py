@@ -125,7 +125,7 @@ def benchmark_inference(model: nn.Module, settings: BenchSettings, input_size, *
     if settings.backend == "onnxruntime":
         from .onnxrt import OrtRunner
         if settings.optimize:
-            model = optimize_model(model, channels_last=False).model
+            model = optimize_model(model, fold_bn=True, channels_last=False).model
         runner = OrtRunner(model, example=x[:1].contiguous(), device=device)
         x_np = x.contiguous().cpu().numpy()
         step = lambda: runner.run_numpy(x_np)  # noqa: E731

@@ -133,7 +133,9 @@ def benchmark_inference(model: nn.Module, settings: BenchSettings, input_size, *
     else:
         if settings.optimize:
             # --channels-last pins the layout; without it optimize measures both and keeps one.
-            model = optimize_model(model, example=x, compile=settings.compile,
+            # --compile offers torch.compile as one more candidate, kept only if faster.
+            model = optimize_model(model, example=x,
+                                   compile="auto" if settings.compile else False,
                                    channels_last=True if settings.channels_last else "auto",
                                    amp_dtype=settings.autocast_dtype() if settings.amp else None)
             how = f"optimized: {model.report.describe()}"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import re
 
 from cnnzoo import list_models
 from cnnzoo.cli import main
@@ -40,7 +41,9 @@ def test_bench_optimize_and_onnxruntime_backend_say_how_they_ran(tmp_path):
     out = tmp_path / "r.csv"
     assert main(["bench", "resnet18", "--img-size", "32", "--optimize", "--channels-last",
                  "-o", str(out), *TINY]) == 0
-    assert "20 BN folded, channels_last" in _rows(out)[0]["optimized"]
+    how = _rows(out)[0]["optimized"]
+    # Whether folding pays is measured, so either outcome is right; the layout was pinned.
+    assert re.fullmatch(r"optimized: (0|20) BN folded, channels_last", how), how
     assert main(["bench", "resnet18", "--img-size", "32", "--backend", "onnxruntime",
                  "-o", str(out), "--force", *TINY]) == 0
     row = _rows(out)[0]

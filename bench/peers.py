@@ -1,0 +1,260 @@
+"""cnnzoo against timm and torchvision, measured in one run on this machine.
+
+For each architecture: cnnzoo eager, cnnzoo ``optimize``d, cnnzoo through ONNX Runtime, timm
+eager and torchvision eager, with the same batch, resolution, dtype, layout flags and threads.
+The variants take turns, round after round, in a rotating order, so drift (thermal, another
+process waking up) falls on all of them alike; each variant's figure is the median of all its
+timed steps. Ratios are against timm eager, with their geometric mean over the models.
+
+The roofline is the machine's best measured dense throughput: the larger of an fp32 GEMM and a
+large 1x1 convolution in channels_last (oneDNN's fastest path on x86); each model's achieved
+FLOP/s (2 x MACs per image x images/s) is reported as a fraction of it.
+
+    PYTHONPATH=src python bench/peers.py                       # 2-core CPU table of the issue
+    PYTHONPATH=src python bench/peers.py --device cuda --amp --channels-last -b 256
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import math
+import statistics
+import sys
+import time
+
+import torch
+
+import cnnzoo
+from cnnzoo.perf import BenchSettings, count_gmacs, optimize
+from cnnzoo.perf.bench import train_step
+from cnnzoo.perf.timing import synchronizer
+
+# cnnzoo name -> (timm name, torchvision name, input side).
+PEERS = {
+    "resnet50": ("resnet50", "resnet50", 224),
+    "mobilenet_v2": ("mobilenetv2_100", "mobilenet_v2", 224),
+    "mobilenet_v3_large": ("mobilenetv3_large_100", "mobilenet_v3_large", 224),
+    "efficientnet_b0": ("efficientnet_b0", "efficientnet_b0", 224),
+    "densenet121": ("densenet121", "densenet121", 224),
+    "vgg16": ("vgg16", "vgg16", 224),
+    "inception_v3": ("inception_v3", "inception_v3", 299),
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default=",".join(PEERS), help="comma-separated cnnzoo names")
+    p.add_argument("-b", "--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch and ORT threads")
+    p.add_argument("--amp", action="store_true", help="autocast to --amp-dtype")
+    p.add_argument("--amp-dtype", default="bfloat16", choices=("bfloat16", "float16"))
+    p.add_argument("--channels-last", action="store_true", help="NHWC for every peer")
+    p.add_argument("--compile", action="store_true", help="let optimize() try torch.compile")
+    p.add_argument("--no-ort", action="store_true", help="skip the ONNX Runtime variant")
+    p.add_argument("--train", action="store_true",
+                   help="time training steps instead (cnnzoo, timm, torchvision; SGD, fused)")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=3, help="timed steps per variant per round")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps before the first round")
+    p.add_argument("--csv", default=None, help="also write the table here")
+    return p.parse_args(argv)
+
+
+def roofline(device: torch.device, dtype: torch.dtype, note: str) -> dict[str, float]:
+    """Best GFLOP/s of a GEMM and of a large channels_last 1x1 conv on ``device`` in ``dtype``."""
+    sync = synchronizer(device)
+
+    def best(fn, flops, reps=3) -> float:
+        fn()
+        sync()
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - t)
+        return flops / min(times) / 1e9
+
+    big = device.type == "cuda"
+    out = {}
+    with torch.inference_mode():
+        gemm = []
+        for n in ((4096, 8192) if big else (1024, 2048)):
+            a = torch.randn(n, n, device=device, dtype=dtype)
+            b = torch.randn(n, n, device=device, dtype=dtype)
+            gemm.append(best(lambda: a @ b, 2 * n ** 3))
+        out["gemm"] = max(gemm)
+        conv = []
+        batch = 256 if big else 16
+        for cin, cout, side in ((256, 1024, 56), (512, 2048, 28)):
+            w = torch.nn.Conv2d(cin, cout, 1, bias=False).to(
+                device, dtype, memory_format=torch.channels_last)
+            x = torch.randn(batch, cin, side, side, device=device, dtype=dtype).contiguous(
+                memory_format=torch.channels_last)
+            conv.append(best(lambda: w(x), 2 * batch * side * side * cin * cout))
+        out["conv1x1_cl"] = max(conv)
+    out["peak"] = max(out["gemm"], out["conv1x1_cl"])
+    print(f"roofline ({note}): GEMM {out['gemm']:.0f} GFLOP/s, 1x1 conv channels_last "
+          f"{out['conv1x1_cl']:.0f} GFLOP/s -> peak {out['peak']:.0f}", flush=True)
+    return out
+
+
+def variants(name: str, args, device: torch.device, x: torch.Tensor) -> dict:
+    """Callables, one per variant, each running one batch."""
+    import timm
+    import torchvision
+    timm_name, tv_name, _ = PEERS.get(name, (name, name, 224))
+    layout = torch.channels_last if args.channels_last else torch.contiguous_format
+    amp = (torch.autocast(device.type, dtype=getattr(torch, args.amp_dtype)) if args.amp
+           else torch.autocast(device.type, enabled=False))
+
+    def eager(model):
+        model = model.to(device, memory_format=layout).eval()
+
+        def run():
+            with torch.inference_mode(), amp:
+                return model(x)
+        return run
+
+    if args.train:
+        settings = BenchSettings(batch_size=x.shape[0], amp=args.amp, amp_dtype=args.amp_dtype,
+                                 channels_last=args.channels_last, device=str(device))
+        builders = {"timm": lambda: timm.create_model(timm_name),
+                    "tv": lambda: torchvision.models.get_model(tv_name)}
+        if cnnzoo.is_model(name):
+            builders = {"zoo_eager": lambda: cnnzoo.create_model(name), **builders}
+        return {k: train_step(build(), settings, x) for k, build in builders.items()}
+    out = {}
+    if cnnzoo.is_model(name):
+        zoo = cnnzoo.create_model(name).eval().to(device)
+        out["zoo_eager"] = eager(zoo)
+        # optimize() makes its own precision choice (autocast or weights cast once), measured.
+        opt = optimize(zoo, example=x, channels_last="auto",
+                       compile="auto" if args.compile else False,
+                       amp_dtype=getattr(torch, args.amp_dtype) if args.amp else None)
+        print(f"  {name} optimised: {opt.report.describe()} {opt.report.timings_ms}", flush=True)
+        out["zoo_opt"] = lambda: opt(x)
+        if not args.no_ort and device.type == "cpu":
+            from cnnzoo.perf.onnxrt import OrtRunner
+            runner = OrtRunner(opt.model, example=x[:1].contiguous(), threads=args.threads)
+            x_np = x.contiguous().cpu().numpy()
+            out["zoo_ort"] = lambda: runner.run_numpy(x_np)
+    try:
+        out["timm"] = eager(timm.create_model(timm_name))
+    except Exception as exc:  # noqa: BLE001 - report and go on with the others
+        print(f"  timm {timm_name}: {exc}", flush=True)
+    try:
+        kw = {"init_weights": False, "aux_logits": False} if tv_name in ("inception_v3",) else {}
+        out["tv"] = eager(torchvision.models.get_model(tv_name, **kw))
+    except Exception as exc:  # noqa: BLE001
+        print(f"  torchvision {tv_name}: {exc}", flush=True)
+    return out
+
+
+def measure(runs: dict, args, device: torch.device) -> dict[str, float]:
+    """Median seconds per step of each variant, alternating in a rotating order."""
+    sync = synchronizer(device)
+    names = list(runs)
+    for n in names:
+        for _ in range(args.warmup):
+            runs[n]()
+    sync()
+    steps: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(args.rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for n in order:
+            runs[n]()  # one untimed step: caches refilled after the previous variant
+            sync()
+            for _ in range(args.steps):
+                t = time.perf_counter()
+                runs[n]()
+                sync()
+                steps[n].append(time.perf_counter() - t)
+    return {n: statistics.median(v) for n, v in steps.items()}
+
+
+def geomean(values: list[float]) -> float:
+    values = [v for v in values if v and v > 0]
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else float("nan")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    flags = (f"batch {args.batch_size}, {torch.get_num_threads()} threads, {device}, "
+             f"{args.amp_dtype if args.amp else 'fp32'}"
+             f"{', channels_last' if args.channels_last else ''}")
+    print(f"torch {torch.__version__}; {flags}", flush=True)
+    dtype = getattr(torch, args.amp_dtype) if args.amp else torch.float32
+    peak = roofline(device, dtype, flags)["peak"]
+    results = []
+    rows = []
+    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+        side = cnnzoo.default_cfg(name).input_size[-1] if cnnzoo.is_model(name) else \
+            PEERS.get(name, (None, None, 224))[2]
+        if not cnnzoo.is_model(name):
+            print(f"{name}: not registered in cnnzoo yet; peers only", flush=True)
+        x = torch.randn(args.batch_size, 3, side, side, device=device)
+        if args.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        runs = variants(name, args, device, x)
+        secs = measure(runs, args, device)
+        ips = {k: args.batch_size / v for k, v in secs.items()}
+        gmacs = None
+        if cnnzoo.is_model(name):
+            gmacs = count_gmacs(cnnzoo.create_model(name).to(device), (3, side, side))
+        row = {"model": name, "img_size": side,
+               **{f"{k}_ips": round(v, 2) for k, v in ips.items()}}
+        base = ips.get("timm")
+        for k in ("zoo_eager", "zoo_opt", "zoo_ort"):
+            if base and k in ips:
+                row[f"{k}_vs_timm"] = round(ips[k] / base, 3)
+        best = max((ips[k] for k in ("zoo_opt", "zoo_ort") if k in ips), default=None)
+        if base and best:
+            row["zoo_best_vs_timm"] = round(best / base, 3)
+        if gmacs and "zoo_opt" in ips:
+            row["gmacs"] = gmacs
+            results.append((row, 2e9 * gmacs * ips["zoo_opt"]))
+        if "tv" in ips and "zoo_eager" in ips:
+            row["zoo_eager_vs_tv"] = round(ips["zoo_eager"] / ips["tv"], 3)
+        rows.append(row)
+        print("  " + ", ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+        del runs
+        gc.collect()
+    # The roofline again at the end: on a shared machine the best of both is nearer the truth.
+    peak = max(peak, roofline(device, dtype, flags + ", again")["peak"])
+    for row, flops in results:
+        row["zoo_opt_roofline"] = round(flops / 1e9 / peak, 3)
+    keys = ("zoo_eager_vs_timm", "zoo_opt_vs_timm", "zoo_ort_vs_timm", "zoo_best_vs_timm",
+            "zoo_eager_vs_tv")
+    summary = {k: round(geomean([r[k] for r in rows if k in r]), 3) for k in keys}
+    print("geometric mean: " + ", ".join(f"{k}={v}" for k, v in summary.items()), flush=True)
+    _print_markdown(rows)
+    if args.csv:
+        cols = list(dict.fromkeys(k for r in rows for k in r))
+        with open(args.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=cols)
+            w.writeheader()
+            w.writerows(rows)
+    return 0
+
+
+def _print_markdown(rows: list[dict]) -> None:
+    cols = ["model", "zoo_eager_ips", "zoo_opt_ips", "zoo_ort_ips", "timm_ips", "tv_ips",
+            "zoo_eager_vs_timm", "zoo_opt_vs_timm", "zoo_best_vs_timm", "zoo_opt_roofline"]
+    cols = [c for c in cols if any(c in r for r in rows)]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + " --- |" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(str(r.get(c, "-")) for c in cols) + " |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""`cnnzoo bench MODEL...`: inference and training throughput, in timm's CSV columns."""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..errors import CnnzooError
+from ..perf.bench import BACKENDS, COLUMNS, MODES, BenchSettings, bench_model
+from ..registry import list_models, model_card
+from ..weights.io import atomic_write
+
+NAME = "bench"
+HELP = "time inference and training of models (timm's method and CSV columns)"
+ORDER = 60
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("models", nargs="+", metavar="MODEL", help="names or shell wildcards")
+    p.add_argument("-b", "--batch-size", type=int, default=None,
+                   help="images per step (default: 256 on a GPU, as timm; 16 on a CPU)")
+    p.add_argument("--img-size", type=int, default=None,
+                   help="square input side (default: each model's own)")
+    p.add_argument("--mode", choices=MODES, default="infer")
+    p.add_argument("--amp", action="store_true", help="mixed precision (autocast)")
+    p.add_argument("--amp-dtype", choices=("float16", "bfloat16"), default=None,
+                   help="autocast dtype (default: float16 on CUDA, bfloat16 elsewhere)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory layout")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--optimize", action="store_true",
+                   help="cnnzoo.perf.optimize: BN folding, layout and AMP mode chosen by "
+                        "measuring on the device")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if any)")
+    p.add_argument("--backend", choices=BACKENDS, default="torch")
+    p.add_argument("--warmup", type=int, default=10, help="untimed steps first (default 10)")
+    p.add_argument("--steps", type=int, default=40, help="timed steps (default 40)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch and ORT")
+    p.add_argument("-o", "--output", type=Path, default=None, help="write the rows as CSV")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --output")
+
+
+def _expand(patterns: list[str]) -> list[str]:
+    names: list[str] = []
+    for pat in patterns:
+        if any(c in pat for c in "*?["):
+            found = list_models(pat)
+            if not found:
+                raise CnnzooError(f"no registered model matches {pat!r}")
+            names += found
+        else:
+            model_card(pat)  # an unknown name fails here, with the closest names
+            names.append(pat)
+    return list(dict.fromkeys(names))
+
+
+def _settings(args: argparse.Namespace) -> BenchSettings:
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise CnnzooError(f"unknown device {device!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CnnzooError("--device cuda asked for, but torch sees no CUDA device")
+    batch = args.batch_size or (256 if dev.type == "cuda" else 16)
+    s = BenchSettings(batch_size=batch, img_size=args.img_size, mode=args.mode, amp=args.amp,
+                      amp_dtype=args.amp_dtype, channels_last=args.channels_last,
+                      compile=args.compile, optimize=args.optimize, device=device,
+                      backend=args.backend, warmup=args.warmup, steps=args.steps)
+    s.check()
+    return s
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(COLUMNS))
+            w.writeheader()
+            w.writerows(rows)
+    atomic_write(path, write)
+
+
+def _print_table(rows: list[dict], console: Console) -> None:
+    table = Table(title="cnnzoo bench")
+    cols = [("model", "model"), ("params (M)", "param_count"), ("GMACs", "infer_gmacs"),
+            ("infer img/s", "infer_samples_per_sec"), ("infer ms/step", "infer_step_time"),
+            ("train img/s", "train_samples_per_sec"), ("train ms/step", "train_step_time"),
+            ("how", "optimized")]
+    cols = [c for c in cols if any(r.get(c[1]) not in ("", None) for r in rows)]
+    for title, _ in cols:
+        table.add_column(title, justify="left" if title in ("model", "how") else "right")
+    for r in rows:
+        table.add_row(*(str(r.get(key, "")) for _, key in cols))
+    console.print(table)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.output is not None and args.output.exists() and not args.force:
+        raise CnnzooError(f"{args.output} exists; pass --force to overwrite it")
+    names = _expand(args.models)
+    settings = _settings(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    err = Console(stderr=True)
+    rows = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, transient=True) as progress:
+        models_task = progress.add_task("models", total=len(names))
+        steps_task = progress.add_task("", total=settings.warmup + settings.steps)
+
+        def on_step(phase: str, done: int, total: int) -> None:
+            progress.update(steps_task, completed=done, total=total,
+                            description=f"  {phase} step")
+
+        for name in names:
+            progress.update(models_task, description=f"{name}")
+            progress.reset(steps_task)
+            row = bench_model(name, settings, progress=on_step)
+            rows.append(row)
+            progress.advance(models_task)
+            # One line per finished model survives the transient bar, for long runs.
+            err.print(f"{name}: " + ", ".join(f"{k}={row[k]}" for k in
+                                              ("infer_samples_per_sec", "train_samples_per_sec")
+                                              if row[k] != ""))
+    _print_table(rows, Console(width=140, file=sys.stdout))
+    if args.output is not None:
+        _write_csv(rows, args.output)
+        print(f"wrote {len(rows)} rows to {args.output}")
+    return 0
+

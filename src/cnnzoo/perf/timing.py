@@ -1,0 +1,55 @@
+"""Clocks that mean the same thing on every device.
+
+A GPU runs kernels asynchronously: a step ends when the device is done, not when Python returns,
+so every timestamp that closes a step waits for the device first. CPU work is synchronous and
+needs no wait. The clock is a parameter so tests can drive the harness without timing anything.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+
+Clock = Callable[[], float]
+
+
+def _noop() -> None:
+    return None
+
+
+def synchronizer(device: torch.device | str) -> Callable[[], None]:
+    """A function that returns once ``device`` has finished the work queued on it."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    if device.type == "mps":
+        return torch.mps.synchronize
+    if device.type == "xpu":
+        return lambda: torch.xpu.synchronize(device)
+    return _noop
+
+
+def time_steps(step: Callable[[], object], *, warmup: int, steps: int, sync: Callable[[], None],
+               clock: Clock = time.perf_counter,
+               on_step: Callable[[int, int], None] | None = None) -> tuple[list[float], float]:
+    """Run ``step`` ``warmup`` times, then ``steps`` times timed: (per-step seconds, wall seconds).
+
+    Each timed step is closed by ``sync``, as in timm's benchmark, so per-step times are real;
+    the wall time spans the whole timed run, which is what samples/s is computed from.
+    """
+    for i in range(warmup):
+        step()
+        if on_step:
+            on_step(i + 1, warmup + steps)
+    sync()
+    per_step = []
+    t_run = clock()
+    for i in range(steps):
+        t0 = clock()
+        step()
+        sync()
+        per_step.append(clock() - t0)
+        if on_step:
+            on_step(warmup + i + 1, warmup + steps)
+    return per_step, clock() - t_run

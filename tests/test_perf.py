@@ -1,0 +1,338 @@
+"""cnnzoo.perf: BN folding, optimize(), the ONNX Runtime runner and the harness (nothing timed).
+
+Where the code measures, the tests hand it a fake clock, so the choice it makes and the numbers
+it reports are checked exactly, never against wall time.
+"""
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+from cnnzoo import create_model, default_cfg, list_models, model_card
+from cnnzoo.inspect.counts import registered_param_count
+from cnnzoo.perf import (BenchSettings, InferenceModel, count_gmacs, find_conv_bn_pairs,
+                         fold_batchnorm, optimize)
+from cnnzoo.perf.bench import bench_model, benchmark_inference, benchmark_train, grad_scaler
+from cnnzoo.perf.onnxrt import OrtRunner, export_onnx_bytes
+from cnnzoo.perf.timing import synchronizer
+
+from conftest import read_reference
+
+
+def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    # Fresh BNs are identities (mean 0, var 1, gamma 1 or 0): folding them proves nothing.
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
+            m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) * 0.5 + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
+    return model.eval()
+
+
+def _smallest_per_family() -> dict[str, str]:
+    best: dict[str, tuple[int, str]] = {}
+    for name in list_models():
+        fam, size = model_card(name).family, registered_param_count(name)
+        if fam not in best or size < best[fam][0]:
+            best[fam] = (size, name)
+    return {fam: name for fam, (_, name) in best.items()}
+
+
+def _input(name: str, batch: int = 2) -> torch.Tensor:
+    cfg = default_cfg(name)
+    c, h, w = cfg.input_size
+    if not cfg.fixed_size:
+        h = w = max(cfg.min_size, 64)  # small, to keep the suite fast
+    return torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(1))
+
+
+def test_optimize_keeps_outputs_for_one_model_of_every_family():
+    families = _smallest_per_family()
+    assert len(families) >= 4  # LeNet-5, AlexNet, VGG, ResNet at least
+    for fam, name in families.items():
+        torch.manual_seed(0)
+        model = _randomise_bn(create_model(name))
+        x = _input(name)
+        with torch.no_grad():
+            ref = model(x)
+        for layout in (False, True):
+            fast = optimize(model, fold_bn=True, channels_last=layout)
+            torch.testing.assert_close(
+                fast(x), ref, rtol=1e-4, atol=1e-4,
+                msg=lambda m: f"{fam} ({name}), channels_last={layout}: {m}")
+            assert fast.report.channels_last is layout
+
+
+def test_resnet_fold_removes_every_bn_including_the_stem():
+    model = _randomise_bn(create_model("resnet18"))
+    pairs = find_conv_bn_pairs(model)
+    assert ("stem.conv", "stem.bn") in pairs
+    assert ("stages.1.blocks.0.downsample.conv", "stages.1.blocks.0.downsample.bn") in pairs
+    fast = optimize(model, fold_bn=True, channels_last=False)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    # ConvNormAct becomes one conv (with the BN's shift as its bias) and its activation; the
+    # BN's name stays, as an Identity, for code that reaches it by name.
+    block = fast.model.stages[0].blocks[0].conv1
+    assert isinstance(block.bn, nn.Identity) and isinstance(fast.model.stem.bn, nn.Identity)
+    assert block.conv.bias is not None
+    assert fast.report.folded == len(pairs) == 20
+
+
+def test_fold_works_on_attribute_style_blocks_of_other_libraries():
+    model = _randomise_bn(torchvision.models.resnet18(num_classes=10))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+    assert len(fold_batchnorm(model)) == 20
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref, rtol=1e-4, atol=1e-4)
+
+
+class _ConvReadTwice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.bn(y) + y  # the conv's raw output is needed: the BN cannot go into it
+
+
+class _SharedConv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.conv(self.bn(self.conv(x)))
+
+
+class _BNWithAct(nn.BatchNorm2d):
+    def forward(self, x):  # a BN subclass that does more than normalise (timm's BatchNormAct2d)
+        return torch.relu(super().forward(x))
+
+
+class _Untraceable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+
+    def forward(self, x):
+        if x.sum() > 1e9:  # data-dependent: fx cannot trace this module as a whole
+            return x
+        return self.body(x)
+
+
+def test_fold_leaves_pairs_alone_where_folding_would_change_the_result():
+    x = torch.randn(2, 3, 8, 8)
+    for model in (_ConvReadTwice(), _SharedConv(),
+                  nn.Sequential(nn.Conv2d(3, 4, 3), _BNWithAct(4))):
+        model = _randomise_bn(model)
+        xin = x if not isinstance(model, _SharedConv) else torch.randn(2, 4, 8, 8)
+        with torch.no_grad():
+            ref = model(xin)
+        assert fold_batchnorm(model) == []
+        with torch.no_grad():
+            torch.testing.assert_close(model(xin), ref)
+
+
+def test_fold_looks_inside_a_module_fx_cannot_trace():
+    model = _randomise_bn(_Untraceable())
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        ref = model(x)
+    assert fold_batchnorm(model) == [("body.0", "body.1")]
+    assert isinstance(model.body[1], nn.Identity)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_fold_refuses_a_training_mode_model():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).train()
+    try:
+        fold_batchnorm(model)
+    except ValueError as exc:
+        assert "eval" in str(exc)
+    else:
+        raise AssertionError("a training-mode BN must not be folded")
+
+
+def test_optimize_leaves_the_original_model_untouched():
+    model = _randomise_bn(create_model("resnet18", num_classes=5))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = optimize(model, fold_bn=True, channels_last=False)
+    assert fast.report.folded > 0
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert fast.default_cfg == model.default_cfg and fast.model_name == "resnet18"
+
+
+def _layout_clock(model: nn.Module, nchw_cost: float, cl_cost: float):
+    """A fake clock whose steps cost what we say, depending on the layout the model is in."""
+    now = [0.0]
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+
+    def clock() -> float:
+        cl = conv.weight.is_contiguous(memory_format=torch.channels_last)
+        now[0] += cl_cost if cl else nchw_cost
+        return now[0]
+    return clock
+
+
+def test_optimize_auto_layout_keeps_the_candidate_measured_faster():
+    for nchw_cost, cl_cost, expect_cl in ((2.0, 1.0, True), (1.0, 2.0, False)):
+        model = _randomise_bn(create_model("resnet18", num_classes=5))
+        x = torch.randn(1, 3, 32, 32)
+        fast = optimize(model, example=x, fold_bn=True, channels_last="auto", inplace=True,
+                        clock=_layout_clock(model, nchw_cost, cl_cost))
+        assert fast.report.channels_last is expect_cl
+        assert fast.report.timings_ms == {"folded_channels_last": 1000 * cl_cost,
+                                          "folded_nchw": 1000 * nchw_cost}
+        with torch.no_grad():
+            assert fast(x).shape == (1, 5)
+
+
+def test_optimize_keeps_batchnorm_where_measured_faster_unfolded():
+    for folded_cost, unfolded_cost in ((1.0, 2.0), (2.0, 1.0)):
+        model = _randomise_bn(create_model("resnet18", num_classes=5))
+        x = torch.randn(1, 3, 32, 32)
+        with torch.no_grad():
+            ref = model(x)
+        running = {}
+        # A hook on the stem conv survives the copies optimize makes, and tells the clock
+        # which candidate runs: the folded conv has a bias, the original none.
+        model.stem.conv.register_forward_pre_hook(
+            lambda conv, _: running.update(folded=conv.bias is not None))
+        now = [0.0]
+
+        def clock() -> float:
+            now[0] += folded_cost if running.get("folded") else unfolded_cost
+            return now[0]
+        fast = optimize(model, example=x, fold_bn="auto", channels_last=False, clock=clock)
+        keeps_bn = unfolded_cost < folded_cost
+        assert fast.report.folded == (0 if keeps_bn else 20)
+        assert any(isinstance(m, nn.BatchNorm2d) for m in fast.modules()) is keeps_bn
+        assert set(fast.report.timings_ms) == {"folded_nchw", "unfolded_nchw"}
+        torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_optimize_compile_path_runs_and_keeps_outputs():
+    model = _randomise_bn(create_model("lenet5"))
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+    fast = optimize(model, channels_last=False, compile=True, compile_backend="eager")
+    assert fast.report.compiled == "eager"
+    torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_optimize_low_precision_by_autocast_or_by_weights_cast_once():
+    model = _randomise_bn(create_model("resnet18", num_classes=5))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+    fast = optimize(model, example=x, fold_bn=True, channels_last=False,
+                    amp_dtype=torch.bfloat16)
+    assert fast.report.amp in ("bfloat16 autocast", "bfloat16 weights cast")
+    assert set(fast.report.timings_ms) == {"folded_nchw", "folded_nchw_cast"}
+    for cast in (False, True):
+        m = fast.model.to(torch.bfloat16 if cast else torch.float32)
+        low = InferenceModel(m, amp_dtype=torch.bfloat16, cast=cast)
+        out = low(x)
+        assert out.dtype == torch.bfloat16
+        torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05 * ref.abs().max())
+        # The split calls of the model contract take float32 in, as the original did.
+        split = low.forward_head(low.forward_features(x).float())
+        torch.testing.assert_close(split.float(), out.float(), rtol=0.05, atol=0.05)
+
+
+def test_optimize_can_hand_the_model_to_onnxruntime():
+    model = _randomise_bn(create_model("resnet18", num_classes=5))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+    fast = optimize(model, example=x, fold_bn=True, channels_last=True, onnxruntime=True)
+    assert fast.report.onnxruntime and not fast.channels_last
+    torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-4)
+    assert isinstance(fast.forward_features(x), torch.Tensor)  # the torch model stays usable
+
+
+def test_optimize_rejects_unknown_choices():
+    model = create_model("lenet5")
+    for kwargs in ({"channels_last": "sometimes"}, {"compile": "maybe"}, {"onnxruntime": 1.5}):
+        try:
+            optimize(model, **kwargs)
+        except ValueError as exc:
+            assert "True, False or 'auto'" in str(exc)
+        else:
+            raise AssertionError(kwargs)
+
+
+def test_onnxruntime_runner_matches_torch_from_module_and_from_file(tmp_path):
+    model = _randomise_bn(create_model("resnet18", num_classes=7))
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+    runner = OrtRunner(model, example=x[:1], threads=1)
+    torch.testing.assert_close(runner(x), ref, rtol=1e-4, atol=1e-4)  # batch axis is dynamic
+    path = tmp_path / "r18.onnx"
+    path.write_bytes(export_onnx_bytes(model, x[:1]))
+    torch.testing.assert_close(OrtRunner(path, threads=1)(x), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_gmacs_match_the_reference_table():
+    ref = {(r[0], int(r[1])): float(r[2]) for r in read_reference("macs.tsv")}
+    model = create_model("resnet18")
+    assert abs(count_gmacs(model, (3, 224, 224)) - ref[("resnet18", 224)]) < 0.01
+
+
+def _ticking_clock(step: float = 0.5):
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += step
+        return now[0]
+    return clock
+
+
+def test_bench_row_has_timm_columns_and_rates_from_the_clock():
+    s = BenchSettings(batch_size=2, img_size=32, mode="both", warmup=1, steps=3)
+    row = bench_model("resnet18", s, clock=_ticking_clock(0.5))
+    # Each timed step spans two ticks (start, end after sync); the run spans 2 * 3 + 1 ticks.
+    assert row["infer_step_time"] == row["train_step_time"] == 500.0
+    assert row["infer_samples_per_sec"] == row["train_samples_per_sec"] == round(2 * 3 / 3.5, 2)
+    assert row["infer_batch_size"] == 2 and row["infer_img_size"] == 32
+    assert row["param_count"] == round(registered_param_count("resnet18") / 1e6, 2)
+    assert row["infer_gmacs"] > 0
+
+
+def test_amp_paths_run_on_cpu_bf16_and_fp16_with_loss_scaling():
+    for dtype, scaled in (("bfloat16", False), ("float16", True)):
+        s = BenchSettings(batch_size=2, img_size=32, amp=True, amp_dtype=dtype, warmup=1,
+                          steps=2, mode="both")
+        assert s.autocast_dtype() == getattr(torch, dtype)
+        assert grad_scaler(s).is_enabled() is scaled
+        torch.manual_seed(0)  # this seed overflows fp16 on the first step: the skip path runs
+        model = create_model("resnet18", num_classes=4)
+        before = model.head.fc.weight.detach().clone()
+        result = benchmark_train(model, s, (3, 32, 32), clock=_ticking_clock())
+        assert result["train_batch_size"] == 2
+        # fp16's first steps may be skipped while the loss scale backs off from 2**16, but an
+        # overflowing step must never reach the weights (torch 2.14's fused CPU SGD let it).
+        assert all(torch.isfinite(p).all() for p in model.parameters())
+        if not scaled:
+            assert not torch.equal(before, model.head.fc.weight), "the optimiser never stepped"
+        infer, how = benchmark_inference(create_model("resnet18"), s, (3, 32, 32),
+                                         clock=_ticking_clock())
+        assert infer["infer_step_time"] == 500.0 and how == "eager"
+
+
+def test_synchronizer_waits_only_where_the_device_is_asynchronous():
+    assert synchronizer("cpu")() is None
+    assert callable(synchronizer("cuda"))  # built without touching CUDA; called only on a GPU

@@ -164,7 +164,8 @@ register_model(
     "se_inception_v3", _build_se,
     card=ModelCard(family="SENet", year=2017, paper="Squeeze-and-Excitation Networks",
                    arxiv="1709.01507",
-                   innovation="SE channel attention on the output of every Inception v3 module.",
+                   innovation="Squeeze-and-Excitation: learned channel gates, here on every "
+                              "Inception v3 module.",
                    top1=None,
                    top1_source="the SE paper reports SE-BN-Inception (76.38% top-1 in the "
                                "official README) and SE-Inception-ResNet-v2, not SE-Inception-v3"),

@@ -66,7 +66,10 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.downsample(x)
         x = self.attn(self.conv2(self.conv1(x)))
-        return self.nl(self.act(self.drop_path(x) + shortcut))
+        # In place: the branch's output is no tensor autograd saved, so one allocation less.
+        x = self.drop_path(x)
+        x += shortcut
+        return self.nl(self.act(x))
 
 
 class Bottleneck(nn.Module):
@@ -104,7 +107,10 @@ class Bottleneck(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.downsample(x)
         x = self.attn(self.conv3(self.conv2(self.conv1(x))))
-        return self.nl(self.act(self.drop_path(x) + shortcut))
+        # In place: the branch's output is no tensor autograd saved, so one allocation less.
+        x = self.drop_path(x)
+        x += shortcut
+        return self.nl(self.act(x))
 
 
 def _make_deformable(unit: ConvNormAct, version: int) -> None:

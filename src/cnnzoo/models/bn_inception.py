@@ -69,12 +69,8 @@ class BNInception(ZooNet):
         return self.blocks(self.stem(x))
 
 
-def _build(num_classes=1000, in_chans=3, **kwargs):
-    return BNInception(num_classes=num_classes, in_chans=in_chans, **kwargs)
-
-
 register_model(
-    "bn_inception", _build,
+    "bn_inception", BNInception,
     card=ModelCard(
         family="Inception", year=2015,
         paper="Batch Normalization: Accelerating Deep Network Training by Reducing Internal "

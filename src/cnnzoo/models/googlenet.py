@@ -84,12 +84,8 @@ class GoogLeNet(AuxHeadsMixin, ZooNet):
         init_weights(self)
 
 
-def _build(num_classes=1000, in_chans=3, **kwargs):
-    return GoogLeNet(num_classes=num_classes, in_chans=in_chans, **kwargs)
-
-
 register_model(
-    "googlenet", _build,
+    "googlenet", GoogLeNet,
     card=ModelCard(
         family="Inception", year=2014, paper="Going Deeper with Convolutions", arxiv="1409.4842",
         innovation="Inception module: parallel 1x1/3x3/5x5/pool towers with 1x1 reductions.",

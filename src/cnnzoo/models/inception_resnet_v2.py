@@ -144,12 +144,8 @@ class InceptionResNetV2(ZooNet):
         return self.stages(self.stem(x))
 
 
-def _build(num_classes=1000, in_chans=3, **kwargs):
-    return InceptionResNetV2(num_classes=num_classes, in_chans=in_chans, **kwargs)
-
-
 register_model(
-    "inception_resnet_v2", _build,
+    "inception_resnet_v2", InceptionResNetV2,
     card=ModelCard(
         family="Inception", year=2016,
         paper="Inception-v4, Inception-ResNet and the Impact of Residual Connections on Learning",

@@ -133,12 +133,8 @@ class InceptionV4(ZooNet):
         return self.stages(self.stem(x))
 
 
-def _build(num_classes=1000, in_chans=3, **kwargs):
-    return InceptionV4(num_classes=num_classes, in_chans=in_chans, **kwargs)
-
-
 register_model(
-    "inception_v4", _build,
+    "inception_v4", InceptionV4,
     card=ModelCard(
         family="Inception", year=2016,
         paper="Inception-v4, Inception-ResNet and the Impact of Residual Connections on Learning",

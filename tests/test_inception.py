@@ -194,3 +194,15 @@ def test_towers_channels_follow_nested_splits():
     outer = Towers(8, {"conv": seq(BasicConv(8, 8, 1), split), "pool": nn.MaxPool2d(3, 1, 1)})
     assert split.out_channels == 10 and outer.out_channels == 18
     assert outer(torch.randn(1, 8, 6, 6)).shape == (1, 18, 6, 6)
+
+
+@pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
+def test_non_local_attention_starts_as_identity_after_the_family_init(name):
+    from cnnzoo.layers.non_local import NonLocal
+    blocks = [m for m in create_model(name, attn="nl").modules() if isinstance(m, NonLocal)]
+    assert blocks
+    for block in blocks:
+        # The zeroed scale of its output BN is what makes an inserted block the identity; the
+        # family's generic init must not undo it.
+        out_bn = [m for m in block.modules() if isinstance(m, torch.nn.BatchNorm2d)][-1]
+        assert torch.count_nonzero(out_bn.weight) == 0

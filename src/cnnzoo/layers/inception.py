@@ -22,6 +22,7 @@ from torch import nn
 from ..errors import InputSizeError
 from .attention import AttnLike, create_attn
 from .conv_norm_act import ConvNormAct
+from .init import restore_block_init
 
 
 class BasicConv(ConvNormAct):
@@ -214,3 +215,4 @@ def init_weights(model: nn.Module) -> None:
         elif isinstance(m, nn.Linear):
             nn.init.trunc_normal_(m.weight, std=0.01, a=-0.02, b=0.02)
             nn.init.zeros_(m.bias)
+    restore_block_init(model)  # attn='nl' etc. must keep their identity start

@@ -29,6 +29,7 @@ from torch import nn
 from .activations import ActLike
 from .conv_norm_act import ConvNormAct
 from .drop import DropPath
+from .init import restore_block_init
 
 SeFactory = Callable[[int], nn.Module] | None
 
@@ -155,3 +156,4 @@ def init_weights(model: nn.Module) -> None:
             bound = 1.0 / math.sqrt(m.out_features)
             nn.init.uniform_(m.weight, -bound, bound)
             nn.init.zeros_(m.bias)
+    restore_block_init(model)

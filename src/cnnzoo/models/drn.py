@@ -22,6 +22,7 @@ from ..layers.attention import AttnLike, create_attn
 from ..layers.classifier import ClassifierHead
 from ..layers.conv_norm_act import ConvNormAct
 from ..registry import DefaultCfg, ModelCard, register_model
+from ..layers.init import restore_block_init
 from .base import ZooNet
 
 
@@ -103,9 +104,7 @@ class DRN(ZooNet):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        for m in self.modules():
-            if hasattr(m, "init_weights"):
-                m.init_weights()
+        restore_block_init(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))

@@ -31,6 +31,7 @@ from ..layers.deform_conv import DeformConv2d
 from ..layers.drop import DropPath
 from ..layers.non_local import NonLocal
 from ..registry import DefaultCfg, ModelCard, register_model
+from ..layers.init import restore_block_init
 from .base import ZooNet
 
 
@@ -240,11 +241,7 @@ class ResNet(ZooNet):
                 nn.init.zeros_(m.bias)
             elif isinstance(m, DeformConv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        # Blocks that must start in a given state (non-local as identity, deformable offsets at
-        # zero) restore it after the generic pass above.
-        for m in self.modules():
-            if m is not self and hasattr(m, "init_weights"):
-                m.init_weights()
+        restore_block_init(self)
         if zero_init_last:
             for m in self.modules():
                 if hasattr(m, "last_bn"):

@@ -17,6 +17,7 @@ from ..layers.attention import AttnLike, create_attn
 from ..layers.classifier import MLPHead
 from ..layers.conv_norm_act import ConvNormAct
 from ..registry import DefaultCfg, ModelCard, register_model
+from ..layers.init import restore_block_init
 from .base import ZooNet
 
 # Table 1 of the paper: the widths of the 3x3 convolutions of each of the five stages.
@@ -73,10 +74,7 @@ class VGG(ZooNet):
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
-        # Attention blocks that must start as identity (non-local) restore their own init.
-        for m in self.modules():
-            if hasattr(m, "init_weights"):
-                m.init_weights()
+        restore_block_init(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(x)

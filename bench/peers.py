@@ -138,7 +138,9 @@ def variants(name: str, args, device: torch.device, x: torch.Tensor) -> dict:
         out["zoo_opt"] = lambda: opt(x)
         if not args.no_ort and device.type == "cpu":
             from cnnzoo.perf.onnxrt import OrtRunner
-            runner = OrtRunner(opt.model, example=x[:1].contiguous(), threads=args.threads)
+            # From the eager model: ONNX Runtime folds BN itself, and oneDNN-fused calls
+            # (which opt.model may hold) have no ONNX form.
+            runner = OrtRunner(zoo, example=x[:1].contiguous(), threads=args.threads)
             x_np = x.contiguous().cpu().numpy()
             out["zoo_ort"] = lambda: runner.run_numpy(x_np)
     try:

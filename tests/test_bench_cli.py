@@ -42,8 +42,10 @@ def test_bench_optimize_and_onnxruntime_backend_say_how_they_ran(tmp_path):
     assert main(["bench", "resnet18", "--img-size", "32", "--optimize", "--channels-last",
                  "-o", str(out), *TINY]) == 0
     how = _rows(out)[0]["optimized"]
-    # Whether folding pays is measured, so either outcome is right; the layout was pinned.
-    assert re.fullmatch(r"optimized: (0|20) BN folded, channels_last", how), how
+    # Whether folding, oneDNN fusion and micro-batches pay is measured, so either outcome is
+    # right; the layout was pinned.
+    assert re.fullmatch(r"optimized: (0|20) BN folded, channels_last"
+                        r"(, 20 convs fused for oneDNN)?(, micro-batches of [248])?", how), how
     assert main(["bench", "resnet18", "--img-size", "32", "--backend", "onnxruntime",
                  "-o", str(out), "--force", *TINY]) == 0
     row = _rows(out)[0]

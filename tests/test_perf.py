@@ -5,6 +5,7 @@ it reports are checked exactly, never against wall time.
 """
 from __future__ import annotations
 
+import pytest
 import torch
 import torchvision
 from torch import nn
@@ -14,6 +15,7 @@ from cnnzoo.inspect.counts import registered_param_count
 from cnnzoo.perf import (BenchSettings, InferenceModel, count_gmacs, find_conv_bn_pairs,
                          fold_batchnorm, optimize)
 from cnnzoo.perf.bench import bench_model, benchmark_inference, benchmark_train, grad_scaler
+from cnnzoo.perf.onednn import available as onednn_available
 from cnnzoo.perf.onnxrt import OrtRunner, export_onnx_bytes
 from cnnzoo.perf.timing import synchronizer
 
@@ -56,15 +58,20 @@ def test_optimize_keeps_outputs_for_one_model_of_every_family():
     for fam, name in families.items():
         torch.manual_seed(0)
         model = _randomise_bn(create_model(name))
-        x = _input(name)
+        x = _input(name, batch=3)
         with torch.no_grad():
             ref = model(x)
-        for layout in (False, True):
-            fast = optimize(model, fold_bn=True, channels_last=layout)
+        # Every path with nothing measured: plain, then fused for oneDNN and run two samples
+        # at a time (3 = a slice of 2 and a remainder of 1).
+        for layout, fused in ((False, False), (True, False), (False, True), (True, True)):
+            fast = optimize(model, example=x, fold_bn=True, channels_last=layout, onednn=fused,
+                            micro_batch=2 if fused else None)
             torch.testing.assert_close(
                 fast(x), ref, rtol=1e-4, atol=1e-4,
-                msg=lambda m: f"{fam} ({name}), channels_last={layout}: {m}")
+                msg=lambda m: f"{fam} ({name}), channels_last={layout}, oneDNN={fused}: {m}")
             assert fast.report.channels_last is layout
+            assert (fast.report.onednn > 0) is (fused and onednn_available())
+            assert fast.report.micro_batch == (2 if fused else None)
 
 
 def test_resnet_fold_removes_every_bn_including_the_stem():
@@ -72,7 +79,7 @@ def test_resnet_fold_removes_every_bn_including_the_stem():
     pairs = find_conv_bn_pairs(model)
     assert ("stem.conv", "stem.bn") in pairs
     assert ("stages.1.blocks.0.downsample.conv", "stages.1.blocks.0.downsample.bn") in pairs
-    fast = optimize(model, fold_bn=True, channels_last=False)
+    fast = optimize(model, fold_bn=True, channels_last=False, onednn=False, micro_batch=None)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
     # ConvNormAct becomes one conv (with the BN's shift as its bias) and its activation; the
     # BN's name stays, as an Identity, for code that reaches it by name.
@@ -165,7 +172,7 @@ def test_fold_refuses_a_training_mode_model():
 def test_optimize_leaves_the_original_model_untouched():
     model = _randomise_bn(create_model("resnet18", num_classes=5))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    fast = optimize(model, fold_bn=True, channels_last=False)
+    fast = optimize(model, fold_bn=True, channels_last=False, onednn=True, micro_batch=2)
     assert fast.report.folded > 0
     after = model.state_dict()
     assert before.keys() == after.keys()
@@ -190,6 +197,7 @@ def test_optimize_auto_layout_keeps_the_candidate_measured_faster():
         model = _randomise_bn(create_model("resnet18", num_classes=5))
         x = torch.randn(1, 3, 32, 32)
         fast = optimize(model, example=x, fold_bn=True, channels_last="auto", inplace=True,
+                        onednn=False, micro_batch=None,
                         clock=_layout_clock(model, nchw_cost, cl_cost))
         assert fast.report.channels_last is expect_cl
         assert fast.report.timings_ms == {"folded_channels_last": 1000 * cl_cost,
@@ -214,7 +222,8 @@ def test_optimize_keeps_batchnorm_where_measured_faster_unfolded():
         def clock() -> float:
             now[0] += folded_cost if running.get("folded") else unfolded_cost
             return now[0]
-        fast = optimize(model, example=x, fold_bn="auto", channels_last=False, clock=clock)
+        fast = optimize(model, example=x, fold_bn="auto", channels_last=False, onednn=False,
+                        micro_batch=None, clock=clock)
         keeps_bn = unfolded_cost < folded_cost
         assert fast.report.folded == (0 if keeps_bn else 20)
         assert any(isinstance(m, nn.BatchNorm2d) for m in fast.modules()) is keeps_bn
@@ -272,6 +281,85 @@ def test_optimize_rejects_unknown_choices():
             assert "True, False or 'auto'" in str(exc)
         else:
             raise AssertionError(kwargs)
+
+
+def test_optimize_rejects_bad_micro_batches():
+    model = create_model("lenet5")
+    for value in (0, -2, True, "often", 2.5):
+        try:
+            optimize(model, micro_batch=value)
+        except ValueError as exc:
+            assert "micro_batch" in str(exc)
+        else:
+            raise AssertionError(value)
+
+
+def test_optimize_keeps_the_onednn_fusion_only_where_measured_faster(monkeypatch):
+    if not onednn_available():
+        return  # nothing to choose between: the choice is covered where oneDNN exists
+    from cnnzoo.perf import onednn
+    running = {}
+    fused_forward = onednn.FusedConv2d.forward
+
+    def spy(self, *args):
+        running["fused"] = True
+        return fused_forward(self, *args)
+    monkeypatch.setattr(onednn.FusedConv2d, "forward", spy)
+    for fused_cost, plain_cost in ((1.0, 2.0), (2.0, 1.0)):
+        model = _randomise_bn(create_model("resnet18", num_classes=5))
+        model.stem.conv.register_forward_pre_hook(lambda *_: running.update(fused=False))
+        now = [0.0]
+
+        def clock() -> float:
+            now[0] += fused_cost if running.get("fused") else plain_cost
+            return now[0]
+        x = torch.randn(2, 3, 32, 32)
+        fast = optimize(model, example=x, fold_bn=True, channels_last=False, onednn="auto",
+                        micro_batch=None, clock=clock)
+        assert set(fast.report.timings_ms) == {"folded_nchw", "folded_nchw_onednn"}
+        assert (fast.report.onednn > 0) is (fused_cost < plain_cost)
+        with torch.no_grad():
+            torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_micro_batches_join_tensors_and_tuples_as_the_whole_batch_would():
+    class Two(nn.Module):
+        def forward(self, x):
+            return x * 2, x.sum(dim=(1, 2, 3))
+    x = torch.randn(7, 3, 4, 4)
+    for inner, expect in ((nn.Conv2d(3, 2, 1), None), (Two(), None)):
+        inner.eval()
+        with torch.no_grad():
+            expect = inner(x)
+        got = InferenceModel(inner, micro_batch=3)(x)  # slices of 3, 3 and 1
+        if isinstance(expect, tuple):
+            assert type(got) is tuple and len(got) == 2
+            for g, e in zip(got, expect):
+                torch.testing.assert_close(g, e)
+        else:
+            torch.testing.assert_close(got, expect)
+    googlenet = create_model("googlenet", aux_logits=True, num_classes=4).train()
+    outs = InferenceModel(googlenet, micro_batch=1)._in_pieces(googlenet, torch.randn(2, 3, 64, 64))
+    assert type(outs).__name__ == "InceptionOutputs" and outs.logits.shape == (2, 4)
+
+
+def test_optimize_picks_the_micro_batch_the_clock_says_is_fastest():
+    # Each forward costs what the hook says for the batch it sees; the clock reads the total.
+    for cost, expect in ((lambda b: 1.0 + 0.1 * b, None), (lambda b: 0.1 * b * b, 2)):
+        model = _randomise_bn(create_model("resnet18", num_classes=5))
+        now = [0.0]
+        model.stem.conv.register_forward_pre_hook(
+            lambda _, args: now.__setitem__(0, now[0] + cost(args[0].shape[0])))
+        x = torch.randn(8, 3, 32, 32)
+        fast = optimize(model, example=x, fold_bn=True, channels_last=False, onednn=False,
+                        micro_batch="auto", clock=lambda: now[0])
+        assert set(fast.report.timings_ms) == {"folded_nchw", "folded_nchw_mb2",
+                                               "folded_nchw_mb4"}
+        assert fast.report.micro_batch == expect
+        assert fast.report.timings_ms["folded_nchw_mb2"] == pytest.approx(
+            1000 * 4 * cost(2))
+        with torch.no_grad():
+            torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
 
 
 def test_onnxruntime_runner_matches_torch_from_module_and_from_file(tmp_path):

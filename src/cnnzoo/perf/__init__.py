@@ -1,7 +1,8 @@
 """Inference optimisation and the benchmark harness.
 
 ``optimize(model)`` folds BatchNorm into convolutions and picks, by measuring on the device, the
-memory layout (and optionally ``torch.compile``); ``OrtRunner`` runs a model with ONNX Runtime;
+memory layout, oneDNN-fused convolutions and micro-batches on a CPU (and optionally
+``torch.compile``); ``OrtRunner`` runs a model with ONNX Runtime;
 ``bench_model`` times inference and training the way timm's benchmark does, with its CSV columns.
 """
 from .bench import COLUMNS, BenchSettings, bench_model, count_gmacs

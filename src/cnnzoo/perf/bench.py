@@ -125,7 +125,9 @@ def benchmark_inference(model: nn.Module, settings: BenchSettings, input_size, *
     if settings.backend == "onnxruntime":
         from .onnxrt import OrtRunner
         if settings.optimize:
-            model = optimize_model(model, fold_bn=True, channels_last=False).model
+            # Only the folding: the oneDNN-fused calls are torch's own, with no ONNX form.
+            model = optimize_model(model, fold_bn=True, channels_last=False, onednn=False,
+                                   micro_batch=None).model
         runner = OrtRunner(model, example=x[:1].contiguous(), device=device)
         x_np = x.contiguous().cpu().numpy()
         step = lambda: runner.run_numpy(x_np)  # noqa: E731

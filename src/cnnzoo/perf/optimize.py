@@ -6,7 +6,8 @@ chosen by measuring on the device, because no rule holds everywhere: the memory 
 (channels_last lets oneDNN and cuDNN use their fastest dense kernels, yet depthwise and grouped
 convolutions can be slower in it on some builds), and, when asked, low precision by autocast or
 by weights cast once, ``torch.compile``, and ONNX Runtime (often the fastest on a CPU for the
-depthwise-heavy families).
+depthwise-heavy families). On a CPU in float32, two more: convolutions fused with what follows
+them into pre-packed oneDNN calls (``onednn.py``), and micro-batches.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from . import onednn as _onednn
 from .fold import fold_batchnorm
 from .timing import Clock, synchronizer, time_steps
 
@@ -30,6 +32,10 @@ class OptimizeReport:
     channels_last: bool = False
     compiled: str | None = None
     onnxruntime: bool = False
+    # Convolutions fused into pre-packed oneDNN calls (CPU, float32); 0 where none were.
+    onednn: int = 0
+    # The batch is run this many samples at a time; None: whole.
+    micro_batch: int | None = None
     amp: str | None = None
     # Median step time (ms) of each candidate measured, by candidate name.
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -38,6 +44,10 @@ class OptimizeReport:
         parts = [f"{self.folded} BN folded", "channels_last" if self.channels_last else "NCHW"]
         if self.amp:
             parts.append(self.amp)
+        if self.onednn:
+            parts.append(f"{self.onednn} convs fused for oneDNN")
+        if self.micro_batch:
+            parts.append(f"micro-batches of {self.micro_batch}")
         if self.onnxruntime:
             parts.append("onnxruntime")
         if self.compiled:
@@ -50,16 +60,23 @@ class InferenceModel(nn.Module):
 
     ``amp_dtype`` runs it in lower precision, either under autocast or, when ``cast`` is set,
     with weights converted once (no per-call weight casts) and inputs cast on the way in.
+    ``micro_batch`` runs a larger batch that many samples at a time: every sample is computed
+    alone anyway in inference, and smaller activations stay in cache and in memory the
+    allocator already holds, where a whole batch's are fresh pages each call.
     """
 
     def __init__(self, model: nn.Module, *, channels_last: bool = False,
                  runner: Callable | None = None, amp_dtype: torch.dtype | None = None,
-                 cast: bool = False, report: OptimizeReport | None = None):
+                 cast: bool = False, micro_batch: int | None = None,
+                 report: OptimizeReport | None = None):
         super().__init__()
+        if micro_batch is not None and micro_batch < 1:
+            raise ValueError(f"micro_batch must be a positive int or None, got {micro_batch}")
         self.model = model
         self.channels_last = channels_last
         self.amp_dtype = amp_dtype
         self.cast = cast
+        self.micro_batch = micro_batch
         # A compiled module or an ONNX Runtime session wrapping self.model; kept out of the
         # module tree so parameters are not listed twice.
         object.__setattr__(self, "_run", model if runner is None else runner)
@@ -80,19 +97,39 @@ class InferenceModel(nn.Module):
             return contextlib.nullcontext()
         return torch.autocast(x.device.type, dtype=self.amp_dtype)
 
+    def _in_pieces(self, fn: Callable, x: torch.Tensor):
+        mb = self.micro_batch
+        if mb is None or x.dim() == 0 or x.shape[0] <= mb:
+            return fn(x)
+        return _join([fn(piece) for piece in x.split(mb)])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), self._context(x):
-            return self._run(self._prepare(x))
+            return self._in_pieces(self._run, self._prepare(x))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), self._context(x):
-            return self.model.forward_features(self._prepare(x))
+            return self._in_pieces(self.model.forward_features, self._prepare(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.cast and self.amp_dtype is not None:
             x = x.to(self.amp_dtype)
         with torch.inference_mode(), self._context(x):
             return self.model.forward_head(x, pre_logits=pre_logits)
+
+
+def _join(outs: list):
+    """The slices' outputs joined along the batch, whatever nest of tuples holds them."""
+    first = outs[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(outs)
+    if isinstance(first, (tuple, list)):
+        joined = [_join(list(parts)) for parts in zip(*outs)]
+        # A named tuple (InceptionOutputs) is built from fields, a plain one from an iterable.
+        return type(first)(*joined) if hasattr(first, "_fields") else type(first)(joined)
+    if first is None:
+        return None
+    raise TypeError(f"cannot join micro-batch outputs of type {type(first).__name__}")
 
 
 def _example_input(model: nn.Module, batch_size: int, device: torch.device) -> torch.Tensor:
@@ -114,6 +151,7 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
              fold_bn: bool | str = "auto", channels_last: bool | str = "auto",
              amp_dtype: torch.dtype | None = None, compile: bool | str = False,
              compile_backend: str = "inductor", onnxruntime: bool | str = False,
+             onednn: bool | str = "auto", micro_batch: int | str | None = "auto",
              inplace: bool = False, warmup: int = 1, steps: int = 3,
              clock: Clock = time.perf_counter) -> InferenceModel:
     """Return an :class:`InferenceModel` computing what ``model`` computes (to ~1e-5), faster.
@@ -124,12 +162,20 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
     too because it does not always pay: on an H100 in bf16, cuDNN's conv-with-bias ran resnet50
     about 10% slower than conv + BatchNorm, while compiled, the folded model was the fastest.
     ``amp_dtype`` (bfloat16, float16) runs in lower precision and measures autocast against
-    weights cast once. The choices and timings are in ``result.report``. The model is copied
-    unless ``inplace=True``, because folding rewrites its weights.
+    weights cast once. ``onednn`` (CPU, float32) fuses each convolution with its activation
+    and residual add into one oneDNN call on weights packed once (``onednn.py``).
+    ``micro_batch`` (an int, None, or 'auto': on a CPU, 2, 4 and 8 measured against the whole
+    batch) runs large batches in slices. The choices and timings are in ``result.report``. The
+    model is copied unless ``inplace=True``, because folding rewrites its weights.
     """
     for name, value in (("fold_bn", fold_bn), ("channels_last", channels_last),
-                        ("compile", compile), ("onnxruntime", onnxruntime)):
+                        ("compile", compile), ("onnxruntime", onnxruntime), ("onednn", onednn)):
         _choice(value, name)
+    if not (micro_batch in (None, "auto") or (isinstance(micro_batch, int)
+                                              and not isinstance(micro_batch, bool)
+                                              and micro_batch > 0)):
+        raise ValueError(f"micro_batch must be a positive int, None or 'auto', "
+                         f"got {micro_batch!r}")
     folded = model if inplace else copy.deepcopy(model)
     folded.eval()
     unfolded = copy.deepcopy(folded) if fold_bn == "auto" else None
@@ -145,7 +191,10 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
         device = next(folded.parameters()).device
     except StopIteration:
         device = torch.device("cpu")
-    if example is None and "auto" in (fold_bn, channels_last, compile, onnxruntime):
+    use_onednn = bool(onednn) and amp_dtype is None and device.type == "cpu" and \
+        _onednn.available()
+    if example is None and ("auto" in (fold_bn, channels_last, compile, onnxruntime, micro_batch)
+                            or use_onednn or micro_batch is not None):
         example = _example_input(folded, batch_size, device)
     sync = synchronizer(device)
 
@@ -196,7 +245,40 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
         if cast_ms < baseline():
             best, best_name, best_ms = cast, best_name + "_cast", cast_ms
 
-    # Stage 3, compile: always from the folded model, whose conv-bias-activation chains
+    # Stage 3, oneDNN on a CPU: conv + activation (+ residual add) as one call each, on weights
+    # packed once for the input size they will see.
+    def fused_copy(rows: int) -> tuple[nn.Module, int]:
+        m = copy.deepcopy(chosen)
+        return m, _onednn.fuse_for_cpu(m, best._prepare(example[:rows]))
+
+    # Stage 4, micro-batches (CPU): slices of the batch, measured against the whole. They are
+    # tried on the fused and the plain model alike, as the two are often within noise whole.
+    wholes = [(best, best_name, 0)]
+    if use_onednn:
+        m, n = fused_copy(example.shape[0])
+        if n:
+            fused = wrap(m, layout)
+            name = best_name + "_onednn"
+            wholes.append((fused, name, n))
+            if onednn is True or measure(name, fused) < baseline():
+                best, best_name, best_ms = fused, name, report.timings_ms.get(name)
+    if micro_batch == "auto":
+        sizes = [m for m in (2, 4, 8) if m < example.shape[0]] if device.type == "cpu" else []
+    else:
+        sizes = [] if micro_batch is None else [micro_batch]
+        wholes = [w for w in wholes if w[0] is best]  # a size given: slice the chosen model
+    for whole, whole_name, fused_n in wholes if sizes else ():
+        for mb in sizes:
+            # Packed weights suit one input size: pack them again for the slice.
+            m = fused_copy(mb)[0] if fused_n else whole.model
+            cand = InferenceModel(m, channels_last=whole.channels_last, amp_dtype=amp_dtype,
+                                  cast=whole.cast, micro_batch=mb, report=report)
+            name = f"{whole_name}_mb{mb}"
+            ms = measure(name, cand) if micro_batch == "auto" else None
+            if ms is None or ms < baseline():
+                best, best_name, best_ms = cand, name, ms
+
+    # Stage 5, compile: always from the folded model, whose conv-bias-activation chains
     # inductor fuses. Freezing (CPU only) lets inductor pre-pack weights for oneDNN, sound
     # here since the weights are frozen.
     if compile:
@@ -211,7 +293,7 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
             best_folded = bool(report.folded)
             report.compiled = compile_backend
 
-    # Stage 4, ONNX Runtime (its CPU build, fp32 graphs): 'auto' tries it only there.
+    # Stage 6, ONNX Runtime (its CPU build, fp32 graphs): 'auto' tries it only there.
     if onnxruntime is True or (onnxruntime and amp_dtype is None and device.type == "cpu"):
         from .onnxrt import OrtRunner
         ref = example if example is not None else _example_input(folded, 1, device)
@@ -222,6 +304,8 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
             report.onnxruntime = True
 
     report.channels_last = best.channels_last
+    report.micro_batch = best.micro_batch
+    report.onednn = _onednn.count_fused(best.model)
     if not best_folded:
         report.folded = 0
     report.amp = (f"{str(amp_dtype).removeprefix('torch.')} "

@@ -1,0 +1,160 @@
+"""perf/onednn.py: which patterns fuse, that fused modules compute what the originals did, and
+that the model around them keeps its shape (class, names, indexing, copies)."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnzoo import create_model
+from cnnzoo.perf.fold import fold_batchnorm
+from cnnzoo.perf.onednn import FusedConv2d, available, count_fused, fuse_for_cpu
+
+pytestmark = pytest.mark.skipif(not available(), reason="this PyTorch build has no oneDNN")
+
+
+def _fused(model: nn.Module) -> list[FusedConv2d]:
+    return [m for m in model.modules() if isinstance(m, FusedConv2d)]
+
+
+def _check(model: nn.Module, x: torch.Tensor, expect: int) -> nn.Module:
+    model = model.eval()
+    with torch.no_grad():
+        ref = model(x)
+        fused = copy.deepcopy(model)
+        assert fuse_for_cpu(fused, x) == expect == count_fused(fused)
+        torch.testing.assert_close(fused(x), ref, rtol=1e-5, atol=1e-5)
+        # Another batch size than the one the weights were packed for.
+        torch.testing.assert_close(fused(x[:1]), ref[:1], rtol=1e-5, atol=1e-5)
+    return fused
+
+
+ACTIVATIONS = [nn.ReLU(), nn.ReLU6(), nn.Hardtanh(-0.5, 0.7), nn.SiLU(), nn.Hardswish(),
+               nn.Sigmoid(), nn.Tanh(), nn.LeakyReLU(0.2), nn.GELU(), nn.GELU("tanh")]
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS, ids=lambda a: repr(a))
+def test_each_activation_fuses_into_the_conv_and_computes_the_same(act):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), act, nn.Conv2d(8, 4, 1, groups=2))
+    fused = _check(model, torch.randn(2, 3, 9, 9), expect=2)
+    # A container keeps its class and indexing; the activation's place holds an Identity.
+    assert type(fused) is nn.Sequential and isinstance(fused[1], nn.Identity)
+    assert isinstance(fused[0], FusedConv2d) and fused[0].binary is None
+
+
+class _TorchvisionStyle(nn.Module):
+    """One ReLU module called three times and a functional add, as torchvision writes it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(8, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        out = self.relu(self.conv1(x))
+        out = self.conv2(out)
+        return self.relu(out + x)
+
+
+def test_a_shared_activation_and_a_residual_add_rewrite_the_block_forward():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), _TorchvisionStyle())
+    fused = _check(model, torch.randn(2, 3, 6, 6), expect=3)
+    block = fused[1]
+    assert isinstance(block, torch.fx.GraphModule)
+    # The shared ReLU stays (other calls of it may remain); the children keep their kinds.
+    assert isinstance(block.relu, nn.ReLU) and isinstance(block.conv1, FusedConv2d)
+    # The add reads the block's input, which belongs to the caller: never overwritten.
+    assert block.conv2.binary == "add" and block.conv2.unary[0] == "relu"
+
+
+class _AddInto(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Conv2d(4, 4, 1)
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        shortcut = self.proj(x)
+        out = self.conv(x) + shortcut
+        # ``shortcut`` is read again after the add: overwriting it there would be wrong.
+        return out + shortcut * 2
+
+
+class _IaddOther(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Conv2d(4, 4, 1)
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.proj(x)
+        y += self.conv(x)  # y changes in place: the conv may not take y's place
+        return y
+
+
+def test_residual_adds_overwrite_only_what_nobody_reads_again():
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 5, 5)
+    fused = _check(nn.Sequential(_AddInto()), x, expect=2)
+    assert fused[0].conv.binary == "add"
+    fused = _check(nn.Sequential(_IaddOther()), x, expect=2)
+    assert fused[0].conv.binary is None  # packed, but the add stays outside
+    # In the model's own forward (which keeps its class) the add is not fused either.
+    fused = _check(_AddInto(), x, expect=2)
+    assert type(fused) is _AddInto and fused.conv.binary is None
+
+
+def test_resnet_fused_keeps_its_structure_and_fuses_every_residual():
+    torch.manual_seed(0)
+    model = create_model("resnet50", num_classes=10).eval()
+    fold_batchnorm(model)
+    fused = _check(model, torch.randn(2, 3, 64, 64), expect=53)
+    blocks = fused.stages[1].blocks
+    assert type(fused.stages[1]).__name__ == type(model.stages[1]).__name__
+    # In every bottleneck one conv also adds the other branch and applies the ReLU (in the
+    # first, the projection shortcut's conv, which comes first in the graph); where the other
+    # branch is a conv output computed in the block, it is overwritten in place.
+    adds = [[f for f in _fused(b) if f.binary] for b in blocks]
+    assert [len(a) for a in adds] == [1, 1, 1, 1]
+    assert [a[0].binary for a in adds] == ["sum_", "add", "add", "add"]
+    assert all(a[0].unary[0] == "relu" for a in adds)
+    assert isinstance(blocks[0].conv1.act, nn.Identity)
+
+
+def test_fused_models_copy_move_and_save_their_weights():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()).eval()
+    x = torch.randn(1, 3, 8, 8)
+    fuse_for_cpu(model, x)
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        ref = model(x)
+        model[0].conv.weight.mul_(2)
+        model[0]._pack()
+        torch.testing.assert_close(twin(x), ref)  # the copy has its own packed weight
+        twin = twin.to(memory_format=torch.channels_last)  # packs again
+        torch.testing.assert_close(twin(x), ref)
+    assert set(twin.state_dict()) == {"0.conv.weight", "0.conv.bias"}
+    with pytest.raises(RuntimeError, match="float32"):
+        twin.double()
+
+
+def test_untraceable_modules_are_searched_child_by_child():
+    class Picky(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+
+        def forward(self, x):
+            if x.sum() > 1e9:  # data-dependent: fx cannot trace this
+                return x
+            return F.relu(self.body(x))
+
+    fused = _check(Picky(), torch.randn(2, 3, 8, 8), expect=1)
+    assert isinstance(fused.body[0], FusedConv2d)

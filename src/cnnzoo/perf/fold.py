@@ -69,14 +69,6 @@ def find_conv_bn_pairs(module: nn.Module, prefix: str = "") -> list[tuple[str, s
     return [(prefix + c, prefix + b) for c, b in _pairs_in_graph(graph, module)]
 
 
-def _drop_module(root: nn.Module, qualname: str) -> None:
-    # An Identity in the BN's place rather than no module: code that reaches the BN by name
-    # (``block.conv1.bn``, ``features[3]``) keeps working, and an Identity costs one call.
-    parent_name, _, name = qualname.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, name, nn.Identity())
-
-
 @torch.no_grad()
 def fold_batchnorm(model: nn.Module) -> list[tuple[str, str]]:
     """Fold, in place, every BatchNorm that reads only a convolution's output; return the pairs.
@@ -92,5 +84,7 @@ def fold_batchnorm(model: nn.Module) -> list[tuple[str, str]]:
         weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean,
                                             bn.running_var, bn.eps, bn.weight, bn.bias)
         conv.weight, conv.bias = weight, bias
-        _drop_module(model, bn_name)
+        # An Identity in the BN's place rather than no module: code that reaches the BN by
+        # name (``block.conv1.bn``, ``features[3]``) keeps working, and an Identity costs one call.
+        model.set_submodule(bn_name, nn.Identity())
     return pairs

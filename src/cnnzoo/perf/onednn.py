@@ -104,6 +104,8 @@ class FusedConv2d(nn.Module):
             weight = torch.ops.mkldnn._reorder_convolution_weight(
                 weight, *self.args, list(self.input_size))
         object.__setattr__(self, "packed", weight)
+        object.__setattr__(self, "bias", None if self.conv.bias is None
+                           else self.conv.bias.detach())
 
     def _apply(self, fn, recurse=True):
         # .to() / .float() reach the conv's weight; the packed copy is made again from it.
@@ -118,7 +120,7 @@ class FusedConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
         padding, stride, dilation, groups = self.args
-        bias = None if self.conv.bias is None else self.conv.bias.detach()
+        bias = self.bias
         attr, scalars, algorithm = self.unary
         if other is None:
             return torch.ops.mkldnn._convolution_pointwise(
@@ -173,11 +175,6 @@ def _reusable(other: fx.Node, add: fx.Node, tail: fx.Node, root: nn.Module) -> b
     return all(order[u] < order[tail] for n in chain for u in n.users if u not in allowed)
 
 
-def _set_module(root: nn.Module, qualname: str, module: nn.Module) -> None:
-    parent, _, name = qualname.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, name, module)
-
-
 def _fuse_graph(gm: fx.GraphModule, real: nn.Module, shapes: dict[int, tuple[int, ...]],
                 rewrite_ok: bool) -> tuple[int, bool]:
     """Fuse the patterns in ``gm`` (traced from ``real``); return (how many, graph rewritten).
@@ -228,11 +225,11 @@ def _fuse_graph(gm: fx.GraphModule, real: nn.Module, shapes: dict[int, tuple[int
             continue
         binary = None if other is None else "sum_" if _reusable(other, user, tail, gm) else "add"
         fused = FusedConv2d(conv, shapes.get(id(conv)), unary, binary=binary)
-        _set_module(real, node.target, fused)
-        _set_module(gm, node.target, fused)
+        real.set_submodule(node.target, fused)
+        gm.set_submodule(node.target, fused)
         if in_place:
             if act_module:
-                _set_module(real, tail.target, nn.Identity())
+                real.set_submodule(tail.target, nn.Identity())
             count += 1
             continue
         rewritten = True
@@ -322,5 +319,5 @@ def fuse_for_cpu(model: nn.Module, example: torch.Tensor) -> int:
     for name, m in list(model.named_modules()):
         if _packable(m) and name and not isinstance(model.get_submodule(
                 name.rpartition(".")[0]), FusedConv2d):
-            _set_module(model, name, FusedConv2d(m, shapes.get(id(m))))
+            model.set_submodule(name, FusedConv2d(m, shapes.get(id(m))))
     return count_fused(model)

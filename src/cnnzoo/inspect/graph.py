@@ -19,6 +19,8 @@ import torch.fx as fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from ..layers.pool import AvgPool2d, LayerTracer, MaxPool2d
+
 # How many modules may be turned into leaves before giving up on a model.
 _MAX_RETRIES = 40
 
@@ -66,11 +68,12 @@ def is_atomic(m: nn.Module) -> bool:
 
 def _is_torch_layer(m: nn.Module) -> bool:
     mod = type(m).__module__
-    return (mod.startswith("torch.nn") or mod.startswith("torchvision.ops")) and not isinstance(
+    return (mod.startswith("torch.nn") or mod.startswith("torchvision.ops")
+            or isinstance(m, (MaxPool2d, AvgPool2d))) and not isinstance(
         m, (nn.Sequential, nn.ModuleList, nn.ModuleDict))
 
 
-class _Tracer(fx.Tracer):
+class _Tracer(LayerTracer):
     def __init__(self, leaves: set[str], atomic: bool):
         super().__init__()
         self.leaves = leaves

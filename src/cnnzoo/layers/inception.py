@@ -23,6 +23,7 @@ from ..errors import InputSizeError
 from .attention import AttnLike, create_attn
 from .conv_norm_act import ConvNormAct
 from .init import restore_block_init
+from .pool import AvgPool2d, MaxPool2d
 
 
 class BasicConv(ConvNormAct):
@@ -99,9 +100,9 @@ class InceptionModule(Towers):
             raise ValueError(f"five must be '5x5', '3x3' or 'double_3x3', got {five!r}")
         if pool == "max":
             # ceil_mode as torchvision's GoogLeNet; with stride 1 and padding 1 it changes nothing.
-            pooling: nn.Module = nn.MaxPool2d(3, stride, padding=1, ceil_mode=stride == 1)
+            pooling: nn.Module = MaxPool2d(3, stride, padding=1, ceil_mode=stride == 1)
         elif pool == "avg":
-            pooling = nn.AvgPool2d(3, stride, padding=1, count_include_pad=False)
+            pooling = AvgPool2d(3, stride, padding=1, count_include_pad=False)
         else:
             raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
         branches["branch_pool"] = seq(pooling, conv(in_chs, pool_proj, 1)) if pool_proj else pooling

@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .conv_norm_act import ConvNormAct
+from .pool import MaxPool2d
 
 
 class NonLocal(nn.Module):
@@ -31,7 +32,7 @@ class NonLocal(nn.Module):
         self.phi = nn.Conv2d(chs, inner, 1)
         self.g = nn.Conv2d(chs, inner, 1)
         # ceil_mode keeps a 1x1 map 1x1, so the block works at any input size.
-        self.pool = nn.MaxPool2d(2, ceil_mode=True) if subsample else nn.Identity()
+        self.pool = MaxPool2d(2, ceil_mode=True) if subsample else nn.Identity()
         self.out = ConvNormAct(inner, chs, 1, bias=True, act_layer=None)
         self.init_weights()
 

@@ -24,6 +24,7 @@ import torch.utils.checkpoint as cp
 from torch import nn
 
 from ..layers.classifier import ClassifierHead
+from ..layers.pool import AvgPool2d, MaxPool2d
 from ..registry import DefaultCfg, ModelCard, register_model
 from .base import ZooNet
 
@@ -97,7 +98,7 @@ class Transition(nn.Sequential):
             norm=nn.BatchNorm2d(in_chs),
             act=nn.ReLU(inplace=True),
             conv=nn.Conv2d(in_chs, out_chs, 1, bias=False),
-            pool=nn.AvgPool2d(2, 2),
+            pool=AvgPool2d(2, 2),
         ))
 
 
@@ -114,7 +115,7 @@ class DenseNet(ZooNet):
             conv=nn.Conv2d(in_chans, stem_width, 7, stride=2, padding=3, bias=False),
             norm=nn.BatchNorm2d(stem_width),
             act=nn.ReLU(inplace=True),
-            pool=nn.MaxPool2d(3, 2, padding=1),
+            pool=MaxPool2d(3, 2, padding=1),
         ))
         self.feature_info = [dict(num_chs=stem_width, reduction=2, module="stem.act")]
         stages, cin, reduction = [], stem_width, 4

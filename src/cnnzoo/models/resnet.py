@@ -32,6 +32,7 @@ from ..layers.drop import DropPath
 from ..layers.non_local import NonLocal
 from ..registry import DefaultCfg, ModelCard, register_model
 from ..layers.init import restore_block_init
+from ..layers.pool import MaxPool2d
 from .base import ZooNet
 
 
@@ -163,7 +164,7 @@ def _make_stem(in_chans: int, stem_type: str, stem_width: int, act_layer) -> tup
             conv=nn.Conv2d(in_chans, stem_width, 7, stride=2, padding=3, bias=False),
             bn=nn.BatchNorm2d(stem_width),
             act=create_act(act_layer),
-            pool=nn.MaxPool2d(3, stride=2, padding=1),
+            pool=MaxPool2d(3, stride=2, padding=1),
         )), "stem.act"
     if stem_type == "deep":
         # SENet-154: three 3x3 convs (64, 64, stem_width) replace the 7x7 (its Appendix, item 2);
@@ -172,7 +173,7 @@ def _make_stem(in_chans: int, stem_type: str, stem_width: int, act_layer) -> tup
             conv1=ConvNormAct(in_chans, 64, 3, stride=2, act_layer=act_layer),
             conv2=ConvNormAct(64, 64, 3, act_layer=act_layer),
             conv3=ConvNormAct(64, stem_width, 3, act_layer=act_layer),
-            pool=nn.MaxPool2d(3, stride=2, ceil_mode=True),
+            pool=MaxPool2d(3, stride=2, ceil_mode=True),
         )), "stem.conv3"
     raise ValueError(f"stem_type must be '' or 'deep', got {stem_type!r}")
 

@@ -18,6 +18,8 @@ from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
+from ..layers.pool import LayerTracer
+
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -60,7 +62,7 @@ def _pairs_in_graph(graph: fx.Graph, root: nn.Module) -> list[tuple[str, str]]:
 def find_conv_bn_pairs(module: nn.Module, prefix: str = "") -> list[tuple[str, str]]:
     """Qualified names ``(conv, bn)`` of every foldable pair in ``module``, in graph order."""
     try:
-        graph = fx.Tracer().trace(module)
+        graph = LayerTracer().trace(module)
     except Exception:  # noqa: BLE001 - any tracing failure means: look one level down
         found = []
         for name, child in module.named_children():

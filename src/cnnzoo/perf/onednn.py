@@ -25,6 +25,8 @@ import torch
 from torch import fx, nn
 import torch.nn.functional as F
 
+from ..layers.pool import LayerTracer
+
 
 def available() -> bool:
     """Whether this PyTorch build has the fused oneDNN convolution (x86 and Arm CPU builds)."""
@@ -258,7 +260,7 @@ def _fuse_graph(gm: fx.GraphModule, real: nn.Module, shapes: dict[int, tuple[int
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
-class _Tracer(fx.Tracer):
+class _Tracer(LayerTracer):
     # A conv fused at an outer level is one call in the graphs of the blocks inside it.
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, FusedConv2d) or super().is_leaf_module(m, qualname)

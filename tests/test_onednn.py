@@ -69,8 +69,53 @@ def test_a_shared_activation_and_a_residual_add_rewrite_the_block_forward():
     assert isinstance(block, torch.fx.GraphModule)
     # The shared ReLU stays (other calls of it may remain); the children keep their kinds.
     assert isinstance(block.relu, nn.ReLU) and isinstance(block.conv1, FusedConv2d)
-    # The add reads the block's input, which belongs to the caller: never overwritten.
-    assert block.conv2.binary == "add" and block.conv2.unary[0] == "relu"
+    # The block's input is the conv's fresh output, which nothing reads after the block: the
+    # add may accumulate into it.
+    assert block.conv2.binary == "sum_" and block.conv2.unary[0] == "relu"
+
+
+@pytest.mark.parametrize("before", [None, nn.Identity(), nn.Dropout(0.5)],
+                         ids=["first", "after-identity", "after-dropout"])
+def test_the_callers_input_is_never_overwritten(before):
+    torch.manual_seed(0)
+    # The block's input is the Sequential's own input (directly, or handed on by a weightless
+    # module), which the caller still holds.
+    model = nn.Sequential(*([before] if before is not None else []), _TorchvisionStyle())
+    x = torch.randn(2, 8, 6, 6)
+    fused = _check(model, x, expect=2)
+    assert fused[-1].conv2.binary == "add"
+    kept = x.clone()
+    with torch.no_grad():
+        fused(x)
+    assert torch.equal(x, kept)
+
+
+class _Branches(nn.Sequential):
+    """Every child reads the same input: no child may overwrite it."""
+
+    def forward(self, x):
+        return torch.cat([m(x) for m in self], 1)
+
+
+def test_a_sequential_with_its_own_forward_owns_nothing():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(8, 8, 1), _Branches(_TorchvisionStyle(), _TorchvisionStyle()))
+    fused = _check(model, torch.randn(2, 8, 6, 6), expect=5)
+    assert [b.conv2.binary for b in fused[1]] == ["add", "add"]
+
+
+def test_ownership_of_the_input_passes_down_nested_sequentials():
+    torch.manual_seed(0)
+    inner = lambda: nn.Sequential(_TorchvisionStyle(), _TorchvisionStyle())  # noqa: E731
+    model = nn.Sequential(inner(), inner())
+    x = torch.randn(2, 8, 6, 6)
+    kept = x.clone()
+    fused = _check(model, x, expect=8)
+    # Only the very first block reads the caller's tensor; every later one a fresh output.
+    assert [b.conv2.binary for s in fused for b in s] == ["add", "sum_", "sum_", "sum_"]
+    with torch.no_grad():
+        fused(x)
+    assert torch.equal(x, kept)
 
 
 class _AddInto(nn.Module):
@@ -118,11 +163,12 @@ def test_resnet_fused_keeps_its_structure_and_fuses_every_residual():
     blocks = fused.stages[1].blocks
     assert type(fused.stages[1]).__name__ == type(model.stages[1]).__name__
     # In every bottleneck one conv also adds the other branch and applies the ReLU (in the
-    # first, the projection shortcut's conv, which comes first in the graph); where the other
-    # branch is a conv output computed in the block, it is overwritten in place.
+    # first, the projection shortcut's conv, which comes first in the graph). The other branch
+    # is overwritten in place: a conv output computed in the block, or the block's input,
+    # which in a stage is the previous block's output, read by nothing else.
     adds = [[f for f in _fused(b) if f.binary] for b in blocks]
     assert [len(a) for a in adds] == [1, 1, 1, 1]
-    assert [a[0].binary for a in adds] == ["sum_", "add", "add", "add"]
+    assert [a[0].binary for a in adds] == ["sum_", "sum_", "sum_", "sum_"]
     assert all(a[0].unary[0] == "relu" for a in adds)
     assert isinstance(blocks[0].conv1.act, nn.Identity)
 

@@ -159,26 +159,30 @@ def _skip_identities(node: fx.Node, root: nn.Module) -> fx.Node:
     return node
 
 
-def _reusable(other: fx.Node, add: fx.Node, tail: fx.Node, root: nn.Module) -> bool:
-    """Whether the fused call may overwrite ``other``: a fresh conv output read by nothing after.
+def _reusable(other: fx.Node, add: fx.Node, tail: fx.Node, root: nn.Module,
+              input_owned: bool = False) -> bool:
+    """Whether the fused call may overwrite ``other``: a fresh tensor read by nothing after.
 
-    A graph input is never overwritten (it is the caller's tensor), nor anything whose origin
-    is not plainly a new tensor, since a view or an in-place result would alias another.
+    Fresh means a conv's output, or the graph's only input when ``input_owned`` (the caller
+    made it and reads it no more: a block after another in a Sequential). Nothing else is
+    overwritten, since a view or an in-place result would alias another tensor.
     """
     order = {n: i for i, n in enumerate(tail.graph.nodes)}
     chain, src = [other], other
     while src.op == "call_module" and type(root.get_submodule(src.target)) is nn.Identity:
         src = src.args[0]
         chain.append(src)
-    if src.op != "call_module" or type(root.get_submodule(src.target)) not in (nn.Conv2d,
-                                                                               FusedConv2d):
+    fresh_input = input_owned and src.op == "placeholder" and \
+        sum(n.op == "placeholder" for n in tail.graph.nodes) == 1
+    if not fresh_input and (src.op != "call_module" or type(
+            root.get_submodule(src.target)) not in (nn.Conv2d, FusedConv2d)):
         return False
     allowed = {add, *chain}
     return all(order[u] < order[tail] for n in chain for u in n.users if u not in allowed)
 
 
 def _fuse_graph(gm: fx.GraphModule, real: nn.Module, shapes: dict[int, tuple[int, ...]],
-                rewrite_ok: bool) -> tuple[int, bool]:
+                rewrite_ok: bool, input_owned: bool = False) -> tuple[int, bool]:
     """Fuse the patterns in ``gm`` (traced from ``real``); return (how many, graph rewritten).
 
     A conv followed by an activation module called nowhere else needs no new graph: the conv
@@ -225,7 +229,8 @@ def _fuse_graph(gm: fx.GraphModule, real: nn.Module, shapes: dict[int, tuple[int
         in_place = other is None and (tail is last or (act_module and calls[tail.target] == 1))
         if not in_place and not rewrite_ok:
             continue
-        binary = None if other is None else "sum_" if _reusable(other, user, tail, gm) else "add"
+        binary = None if other is None else "sum_" if _reusable(other, user, tail, gm, input_owned) \
+            else "add"
         fused = FusedConv2d(conv, shapes.get(id(conv)), unary, binary=binary)
         real.set_submodule(node.target, fused)
         gm.set_submodule(node.target, fused)
@@ -267,7 +272,7 @@ class _Tracer(LayerTracer):
 
 
 def _fuse_module(module: nn.Module, shapes: dict[int, tuple[int, ...]],
-                 replaceable: bool) -> tuple[nn.Module, int]:
+                 replaceable: bool, input_owned: bool = False) -> tuple[nn.Module, int]:
     try:
         gm = fx.GraphModule(module, _Tracer().trace(module))
     except Exception:  # noqa: BLE001 - any tracing failure means: look one level down
@@ -277,19 +282,37 @@ def _fuse_module(module: nn.Module, shapes: dict[int, tuple[int, ...]],
         # A container's forward only chains its children, so nothing in it needs rewriting;
         # keeping it (not a GraphModule) keeps ``model.stages[0]`` and its kind working.
         rewrite_ok = replaceable and not isinstance(module, _CONTAINERS)
-        total, rewritten = _fuse_graph(gm, module, shapes, rewrite_ok)
+        total, rewritten = _fuse_graph(gm, module, shapes, rewrite_ok, input_owned)
         if rewritten:
             # The rewritten forward, over the module's own children (the trace put bare
             # stand-ins in their place): names, kinds and indexing below stay as they were.
             for name, child in module.named_children():
                 setattr(gm, name, child)
             return gm, total
+    previous = None
     for name, child in list(module.named_children()):
-        new, n = _fuse_module(child, shapes, True)
+        new, n = _fuse_module(child, shapes, True, _owns_input(module, previous, input_owned))
+        previous = new
         if new is not child:
             setattr(module, name, new)
         total += n
     return module, total
+
+
+def _owns_input(parent: nn.Module, previous: nn.Module | None, parent_owned: bool) -> bool:
+    """Whether a child of ``parent`` may overwrite its input once it has read it.
+
+    Only a Sequential says who reads what: its first child gets the Sequential's own input
+    (owned only if that was), each later child the output of the one before, which nothing
+    else reads. A computing child (one with weights) makes a new tensor; a weightless one
+    (Identity, Dropout, a view) may hand on its input, so ownership passes through it as is.
+    """
+    # A subclass with its own forward may feed one input to every child.
+    if not isinstance(parent, nn.Sequential) or type(parent).forward is not nn.Sequential.forward:
+        return False
+    if previous is None:
+        return parent_owned
+    return next(previous.parameters(), None) is not None or parent_owned
 
 
 def count_fused(model: nn.Module) -> int:

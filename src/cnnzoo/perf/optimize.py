@@ -23,12 +23,15 @@ from torch import nn
 
 from . import onednn as _onednn
 from .fold import fold_batchnorm
+from .preact import fold_preactivation
 from .timing import Clock, synchronizer, time_steps
 
 
 @dataclass
 class OptimizeReport:
     folded: int = 0
+    # BatchNorm -> ReLU pairs folded into the 1x1 conv after them (DenseNet's pre-activation).
+    preact: int = 0
     channels_last: bool = False
     compiled: str | None = None
     onnxruntime: bool = False
@@ -41,7 +44,10 @@ class OptimizeReport:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     def describe(self) -> str:
-        parts = [f"{self.folded} BN folded", "channels_last" if self.channels_last else "NCHW"]
+        parts = [f"{self.folded} BN folded"]
+        if self.preact:
+            parts.append(f"{self.preact} BN-ReLU folded into the next conv")
+        parts.append("channels_last" if self.channels_last else "NCHW")
         if self.amp:
             parts.append(self.amp)
         if self.onednn:
@@ -182,7 +188,8 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
     report = OptimizeReport()
     if fold_bn:
         report.folded = len(fold_batchnorm(folded))
-    if not report.folded:
+        report.preact = len(fold_preactivation(folded))
+    if not report.folded and not report.preact:
         unfolded = None  # nothing was folded: nothing to choose between
     for m in (folded, unfolded):
         for p in (m.parameters() if m is not None else ()):
@@ -209,7 +216,7 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
         return InferenceModel(m, channels_last=layout, amp_dtype=amp_dtype, report=report, **kw)
 
     # Stage 1, eager: BN folded or not, NCHW or channels_last.
-    models = {"folded" if report.folded else "eager": folded}
+    models = {"folded" if report.folded or report.preact else "eager": folded}
     if unfolded is not None:
         models["unfolded"] = unfolded
     layouts = (False, True) if channels_last == "auto" else (channels_last is True,)
@@ -290,7 +297,7 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
             base, backend=compile_backend, options=options))
         if compile is True or measure(f"compiled_{compile_backend}", compiled) < baseline():
             best, best_ms = compiled, report.timings_ms.get(f"compiled_{compile_backend}")
-            best_folded = bool(report.folded)
+            best_folded = bool(report.folded or report.preact)
             report.compiled = compile_backend
 
     # Stage 6, ONNX Runtime (its CPU build, fp32 graphs): 'auto' tries it only there.
@@ -300,14 +307,14 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
         ort = wrap(folded, False, runner=OrtRunner(folded, example=ref[:1].contiguous(),
                                                    device=device))
         if onnxruntime is True or measure("onnxruntime", ort) < baseline():
-            best, best_folded = ort, bool(report.folded)
+            best, best_folded = ort, bool(report.folded or report.preact)
             report.onnxruntime = True
 
     report.channels_last = best.channels_last
     report.micro_batch = best.micro_batch
     report.onednn = _onednn.count_fused(best.model)
     if not best_folded:
-        report.folded = 0
+        report.folded = report.preact = 0
     report.amp = (f"{str(amp_dtype).removeprefix('torch.')} "
                   f"{'weights cast' if best.cast else 'autocast'}") if amp_dtype else None
     return best

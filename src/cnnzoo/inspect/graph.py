@@ -19,7 +19,7 @@ import torch.fx as fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from ..layers.pool import AvgPool2d, LayerTracer, MaxPool2d
+from ..layers.pool import STAND_INS, LayerTracer
 
 # How many modules may be turned into leaves before giving up on a model.
 _MAX_RETRIES = 40
@@ -69,7 +69,7 @@ def is_atomic(m: nn.Module) -> bool:
 def _is_torch_layer(m: nn.Module) -> bool:
     mod = type(m).__module__
     return (mod.startswith("torch.nn") or mod.startswith("torchvision.ops")
-            or isinstance(m, (MaxPool2d, AvgPool2d))) and not isinstance(
+            or isinstance(m, STAND_INS)) and not isinstance(
         m, (nn.Sequential, nn.ModuleList, nn.ModuleDict))
 
 

@@ -5,7 +5,7 @@ from torch import nn
 
 from .activations import ActLike, create_act
 from .helpers import same_padding
-from .norm import NormLike, get_norm_layer
+from .norm import BatchNorm2d, NormLike, get_norm_layer
 
 
 class ConvNormAct(nn.Sequential):
@@ -34,7 +34,11 @@ class ConvNormAct(nn.Sequential):
             "conv": nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=padding,
                               dilation=dilation, groups=groups, bias=bias),
         }
-        if norm_layer is not None:
+        if norm_layer is nn.BatchNorm2d:
+            # The same layer, told that its input is the conv's new output.
+            layers["bn"] = BatchNorm2d(out_chs, eps=bn_eps, momentum=bn_momentum,
+                                       fresh_input=True)
+        elif norm_layer is not None:
             layers["bn"] = norm_layer(out_chs, eps=bn_eps, momentum=bn_momentum)
         if act_layer is not None:
             layers["act"] = create_act(act_layer, inplace=inplace)

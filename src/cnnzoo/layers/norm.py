@@ -3,7 +3,12 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from torch import nn
+
+# glibc serves allocations above 32 MiB from fresh pages, faulted in on every call; below it,
+# from memory it already holds. Only above it does writing in place pay (see BatchNorm2d).
+_FRESH_PAGES_BYTES = 32 << 20
 
 NormLike = str | type[nn.Module] | Callable[..., nn.Module] | None
 
@@ -13,6 +18,45 @@ _NORMS: dict[str, type[nn.Module]] = {
     "groupnorm": nn.GroupNorm,
     "instancenorm": nn.InstanceNorm2d,
 }
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` that normalises a large input in place in CPU inference.
+
+    Only for a block that knows its input is a new tensor nobody else reads (``ConvNormAct``:
+    the conv's output), which it says with ``fresh_input=True``. In inference BatchNorm is
+    ``x * scale + shift``; written into ``x`` it needs no new activation, which above glibc's
+    32 MiB ceiling is fresh pages every call (MobileNetV2's 16x96x112x112 expansion: 30 -> 18 ms
+    with its activation; eager mobilenet_v2/v3 ~5% faster). Smaller inputs, training, tracing
+    and export take torch's kernel; the parameters and state dict are torch's.
+    """
+
+    def __init__(self, *args, fresh_input: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fresh_input = fresh_input
+
+    def _in_place(self, x) -> bool:
+        if not self.fresh_input or self.training or not isinstance(x, torch.Tensor):
+            return False
+        if (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+                or torch.onnx.is_in_onnx_export()):
+            return False
+        return (not torch.is_grad_enabled() and self.running_var is not None
+                and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
+                and x.numel() * x.element_size() > _FRESH_PAGES_BYTES
+                and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._in_place(x):
+            return super().forward(x)
+        scale = torch.rsqrt(self.running_var + self.eps)
+        if self.weight is not None:
+            scale = scale * self.weight
+        shift = -self.running_mean * scale
+        if self.bias is not None:
+            shift = shift + self.bias
+        shape = (1, -1, 1, 1)
+        return torch.addcmul(shift.view(shape), x, scale.view(shape), out=x)
 
 
 def get_norm_layer(norm: NormLike):

@@ -8,7 +8,7 @@ first pool: 174 -> 54 ms). Max and average are exact in any order of evaluation,
 bit for bit torch's. Only inference takes this path; training keeps torch's kernels (their
 backward needs the argmax indices), as do tracing, export and compilation, which must see the
 plain op. These classes are ``nn.MaxPool2d``/``nn.AvgPool2d`` in every other respect; tracers
-and diagrams treat them as the torch layers they stand for (see ``is_torch_layer``).
+and diagrams treat them as the torch layers they stand for (``STAND_INS``, ``LayerTracer``).
 """
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
+
+from .norm import BatchNorm2d
 
 # Bytes of input per piece: a few images of a stem-sized activation, well inside L2+L3 and
 # under glibc's 32 MiB mmap ceiling, so each piece reuses memory instead of faulting in pages.
@@ -70,16 +72,12 @@ class AvgPool2d(nn.AvgPool2d):
             t, kernel, stride, padding, self.ceil_mode, self.count_include_pad))
 
 
-def is_torch_layer(m: nn.Module) -> bool:
-    """True for torch's own layers and for the ones here that only run them faster."""
-    if isinstance(m, (MaxPool2d, AvgPool2d)):
-        return True
-    return (type(m).__module__.startswith(("torch.nn", "torch.ao.nn"))
-            and not isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)))
+# Layers that compute what the torch layer they subclass computes, only faster somewhere.
+STAND_INS = (MaxPool2d, AvgPool2d, BatchNorm2d)
 
 
 class LayerTracer(fx.Tracer):
     """torch.fx's tracer, with the layers above kept whole like the torch layers they replace."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (MaxPool2d, AvgPool2d)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, STAND_INS) or super().is_leaf_module(m, qualname)

@@ -18,10 +18,11 @@ from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
+from ..layers.norm import BatchNorm2d
 from ..layers.pool import LayerTracer
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, BatchNorm2d, nn.BatchNorm3d)
 
 
 def _plain(module: nn.Module, bases: tuple[type[nn.Module], ...]) -> bool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
+from ..layers.norm import BatchNorm2d
 from ..layers.pool import LayerTracer
 
 
@@ -51,7 +52,7 @@ def _conv_ok(conv: nn.Module, channels: int) -> bool:
 
 
 def _bn_ok(bn: nn.Module) -> bool:
-    return (_is_plain(bn, nn.BatchNorm2d) and not bn.training
+    return ((_is_plain(bn, nn.BatchNorm2d) or _is_plain(bn, BatchNorm2d)) and not bn.training
             and bn.running_mean is not None and bn.running_var is not None)
 
 

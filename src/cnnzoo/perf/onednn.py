@@ -325,7 +325,9 @@ def fuse_for_cpu(model: nn.Module, example: torch.Tensor) -> int:
 
     ``example`` is run once to learn each convolution's input size, which picks the packed
     weight layout (another size still works: oneDNN reorders then). The model itself keeps its
-    class; its children that fx traced are replaced by rewritten GraphModules.
+    class; its children that fx traced are replaced by rewritten GraphModules. As with torch's
+    in-place activations, a block's output may later be overwritten by the next block in its
+    Sequential (never the model's input or output): a forward hook that keeps one must clone it.
     """
     if not available():
         return 0

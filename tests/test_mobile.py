@@ -192,3 +192,16 @@ def test_mobilenet_v3_uses_the_tf_batchnorm_epsilon_in_every_layer_as_torchvisio
     peer = {m.eps for m in torchvision.models.mobilenet_v3_small().modules()
             if isinstance(m, torch.nn.BatchNorm2d)}
     assert ours == peer == {1e-3}
+
+
+@pytest.mark.parametrize("act", ["relu", "sigmoid", "silu"])
+def test_fused_ratio_one_block_trains_and_adds_in_place_only_in_inference(act):
+    torch.manual_seed(0)
+    block = MBConv(8, 8, 8, fused=True, act_layer=act).train()
+    x = torch.randn(2, 8, 6, 6, requires_grad=True)
+    block(x).sum().backward()  # the activation's saved output must survive the residual add
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    block.eval()
+    with torch.no_grad():
+        expected = block.conv_exp(x) + x
+        torch.testing.assert_close(block(x), expected)

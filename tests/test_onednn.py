@@ -90,6 +90,38 @@ def test_the_callers_input_is_never_overwritten(before):
     assert torch.equal(x, kept)
 
 
+class _ReadsWhatItAddsTo(nn.Module):
+    """``relu(conv(x) + x)``: the conv's own input is the other operand of the add."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x) + x)
+
+
+class _ReadsAFreshOutput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(8, 8, 1)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        a = self.c1(x)
+        return torch.relu(self.c2(a) + a)
+
+
+def test_a_conv_never_accumulates_into_its_own_input():
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 7, 7)
+    fused = _check(nn.Sequential(nn.Conv2d(8, 8, 1), _ReadsWhatItAddsTo(), _ReadsWhatItAddsTo()),
+                   x, expect=3)
+    assert [fused[i].conv.binary for i in (1, 2)] == ["add", "add"]
+    fused = _check(nn.Sequential(_ReadsAFreshOutput()), x, expect=2)
+    assert fused[0].c2.binary == "add"
+
+
 class _Branches(nn.Sequential):
     """Every child reads the same input: no child may overwrite it."""
 

@@ -102,8 +102,23 @@ def test_densenet_folds_every_bottleneck_and_transition():
         folded = copy.deepcopy(model)
         fold_batchnorm(folded)
         chains = fold_preactivation(folded)
-        # 58 dense layers (6 + 12 + 24 + 16) and 3 transitions, each reading a concatenation
-        # made for it alone (a transition, its block's final one).
+        # 58 dense layers (6 + 12 + 24 + 16), each clamping the concatenation it made itself in
+        # place, and 3 transitions, whose input is a dense block's output (a feature map a
+        # caller may keep): clamped into a new tensor.
         assert len(chains) == 61
-        assert all(fresh for *_, fresh in chains)
+        assert sorted(c for *_, c in chains) == [False] * 3 + [True] * 58
+        assert all(not fresh for _, _, conv, fresh in chains if "transition" in conv)
         torch.testing.assert_close(folded(x), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_feature_maps_of_a_folded_densenet_are_untouched():
+    torch.manual_seed(0)
+    model = create_model("densenet121", features_only=True).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+        folded = copy.deepcopy(model)
+        fold_batchnorm(folded)
+        assert fold_preactivation(folded)
+        for a, b in zip(folded(x), ref):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

@@ -100,10 +100,14 @@ class MBConv(nn.Module):
             x = self.conv_dw(self.conv_pw(x))
         x = self.conv_pwl(self.se(x))
         if self.has_skip:
-            # In place, as in the ResNet blocks: the projection's output is no tensor autograd
-            # saved, so one activation-sized allocation less per block.
             x = self.drop_path(x)
-            x += shortcut
+            if torch.is_grad_enabled():
+                # With no projection (a fused block of ratio 1) x is an activation's output,
+                # which autograd may have saved: it must not change.
+                x = x + shortcut
+            else:
+                # Inference: x is a new tensor nobody reads again; one allocation less.
+                x += shortcut
         return x
 
 

@@ -159,6 +159,12 @@ def _skip_identities(node: fx.Node, root: nn.Module) -> fx.Node:
     return node
 
 
+def _through_identities(node: fx.Node, root: nn.Module) -> fx.Node:
+    while node.op == "call_module" and type(root.get_submodule(node.target)) is nn.Identity:
+        node = node.args[0]
+    return node
+
+
 def _reusable(other: fx.Node, add: fx.Node, tail: fx.Node, root: nn.Module,
               input_owned: bool = False) -> bool:
     """Whether the fused call may overwrite ``other``: a fresh tensor read by nothing after.
@@ -178,6 +184,12 @@ def _reusable(other: fx.Node, add: fx.Node, tail: fx.Node, root: nn.Module,
             root.get_submodule(src.target)) not in (nn.Conv2d, FusedConv2d)):
         return False
     allowed = {add, *chain}
+    # The conv may not read what it writes into (``relu(conv(x) + x)``): oneDNN would
+    # overwrite pixels its window still has to read.
+    conv = _through_identities(add.args[0] if add.args[1] is other else add.args[1], root)
+    if conv.op == "call_module" and conv.args and isinstance(conv.args[0], fx.Node) and \
+            _through_identities(conv.args[0], root) is src:
+        return False
     return all(order[u] < order[tail] for n in chain for u in n.users if u not in allowed)
 
 

@@ -11,7 +11,8 @@ with ``lo = -t / s`` (``hi`` unbounded) where ``s > 0``, ``hi = -t / s`` (``lo``
 without padding is linear in its input pixel by pixel, so ``s`` moves into its weights and ``t``
 into its bias, and two passes over the input (BatchNorm, then ReLU) become one clamp. When the
 BatchNorm reads a fresh concatenation that nothing else reads (DenseNet's ``torch.cat`` of the
-features so far), the clamp runs in place on it: no new tensor at all.
+features so far), the clamp runs in place on it (when the cat is made in the same module as the BatchNorm, so
+no caller holds it): no new tensor at all.
 
 A padded or wider kernel would see the padding's zeros, which the clamp does not map to what
 ``relu(s * 0 + t)`` would have been, so only 1x1 kernels without padding are folded.
@@ -60,6 +61,12 @@ def _is_relu(node: fx.Node, root: nn.Module) -> bool:
     return node.op == "call_module" and _is_plain(root.get_submodule(node.target), nn.ReLU)
 
 
+def _scope(node: fx.Node) -> str:
+    """The qualified name of the innermost module whose forward made ``node``."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return list(stack)[-1] if stack else ""
+
+
 def _triples_in_graph(graph: fx.Graph, root: nn.Module) -> list[tuple[str, str, str, bool]]:
     calls: dict[str, int] = {}
     for node in graph.nodes:
@@ -79,8 +86,12 @@ def _triples_in_graph(graph: fx.Graph, root: nn.Module) -> list[tuple[str, str, 
                              root.get_submodule(bn.target).num_features):
             continue
         src = bn.args[0]
+        # Fresh only where the cat is made in the module that owns the BN (DenseNet's layer):
+        # a cat handed out as another module's output (a dense block's, to its transition) may
+        # be kept by the caller, a feature extractor or a hook.
         fresh = (isinstance(src, fx.Node) and src.op == "call_function"
-                 and src.target is torch.cat and len(src.users) == 1)
+                 and src.target is torch.cat and len(src.users) == 1
+                 and _scope(src) == bn.target.rpartition(".")[0])
         found.append((bn.target, act.target, conv.target, fresh))
     return found
 

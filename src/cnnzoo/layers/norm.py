@@ -20,6 +20,17 @@ _NORMS: dict[str, type[nn.Module]] = {
 }
 
 
+def inference_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, shift)`` per channel: an eval-mode BatchNorm computes ``x * scale + shift``."""
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -bn.running_mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    return scale, shift
+
+
 class BatchNorm2d(nn.BatchNorm2d):
     """``nn.BatchNorm2d`` that normalises a large input in place in CPU inference.
 
@@ -49,12 +60,7 @@ class BatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._in_place(x):
             return super().forward(x)
-        scale = torch.rsqrt(self.running_var + self.eps)
-        if self.weight is not None:
-            scale = scale * self.weight
-        shift = -self.running_mean * scale
-        if self.bias is not None:
-            shift = shift + self.bias
+        scale, shift = inference_affine(self)
         shape = (1, -1, 1, 1)
         return torch.addcmul(shift.view(shape), x, scale.view(shape), out=x)
 

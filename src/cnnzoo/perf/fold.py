@@ -13,6 +13,8 @@ child by child instead, so one untraceable head does not hide the body's pairs.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -60,16 +62,25 @@ def _pairs_in_graph(graph: fx.Graph, root: nn.Module) -> list[tuple[str, str]]:
     return pairs
 
 
-def find_conv_bn_pairs(module: nn.Module, prefix: str = "") -> list[tuple[str, str]]:
-    """Qualified names ``(conv, bn)`` of every foldable pair in ``module``, in graph order."""
+def search_traced(module: nn.Module, find: Callable[[fx.Graph, nn.Module], list[tuple]],
+                  prefix: str = "") -> list[tuple]:
+    """``find`` on the graph of ``module``, or of each child where fx cannot trace the whole.
+
+    ``find`` returns tuples whose strings are module names in the graph's root; they come
+    back qualified from the module the search started at.
+    """
     try:
         graph = LayerTracer().trace(module)
     except Exception:  # noqa: BLE001 - any tracing failure means: look one level down
-        found = []
-        for name, child in module.named_children():
-            found += find_conv_bn_pairs(child, f"{prefix}{name}.")
-        return found
-    return [(prefix + c, prefix + b) for c, b in _pairs_in_graph(graph, module)]
+        return [hit for name, child in module.named_children()
+                for hit in search_traced(child, find, f"{prefix}{name}.")]
+    return [tuple(prefix + v if isinstance(v, str) else v for v in hit)
+            for hit in find(graph, module)]
+
+
+def find_conv_bn_pairs(module: nn.Module, prefix: str = "") -> list[tuple[str, str]]:
+    """Qualified names ``(conv, bn)`` of every foldable pair in ``module``, in graph order."""
+    return search_traced(module, _pairs_in_graph, prefix)
 
 
 @torch.no_grad()

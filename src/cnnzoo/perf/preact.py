@@ -22,8 +22,8 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
-from ..layers.norm import BatchNorm2d
-from ..layers.pool import LayerTracer
+from ..layers.norm import BatchNorm2d, inference_affine
+from .fold import search_traced
 
 
 class ClampPerChannel(nn.Module):
@@ -98,15 +98,7 @@ def _triples_in_graph(graph: fx.Graph, root: nn.Module) -> list[tuple[str, str, 
 
 def find_preactivations(module: nn.Module, prefix: str = "") -> list[tuple[str, str, str, bool]]:
     """``(bn, relu, conv, input_is_fresh)`` names of every foldable chain, searched like fold's."""
-    try:
-        graph = LayerTracer().trace(module)
-    except Exception:  # noqa: BLE001 - any tracing failure means: look one level down
-        found = []
-        for name, child in module.named_children():
-            found += find_preactivations(child, f"{prefix}{name}.")
-        return found
-    return [(prefix + b, prefix + a, prefix + c, fresh)
-            for b, a, c, fresh in _triples_in_graph(graph, module)]
+    return search_traced(module, _triples_in_graph, prefix)
 
 
 @torch.no_grad()
@@ -117,12 +109,7 @@ def fold_preactivation(model: nn.Module) -> list[tuple[str, str, str, bool]]:
     chains = find_preactivations(model)
     for bn_name, act_name, conv_name, fresh in chains:
         bn, conv = model.get_submodule(bn_name), model.get_submodule(conv_name)
-        s = torch.rsqrt(bn.running_var + bn.eps)
-        if bn.weight is not None:
-            s = s * bn.weight
-        t = -bn.running_mean * s
-        if bn.bias is not None:
-            t = t + bn.bias
+        s, t = inference_affine(bn)
         inf = torch.full_like(s, float("inf"))
         zero = s == 0
         # Where s == 0 the division gives nan or inf; those channels are set apart below.

@@ -28,7 +28,7 @@ import torch
 import cnnzoo
 from cnnzoo.perf import BenchSettings, count_gmacs, optimize
 from cnnzoo.perf.bench import train_step
-from cnnzoo.perf.timing import synchronizer
+from cnnzoo.perf.timing import race, synchronizer
 
 # cnnzoo name -> (timm name, torchvision name, input side).
 PEERS = {
@@ -157,24 +157,10 @@ def variants(name: str, args, device: torch.device, x: torch.Tensor) -> dict:
 
 def measure(runs: dict, args, device: torch.device) -> dict[str, float]:
     """Median seconds per step of each variant, alternating in a rotating order."""
-    sync = synchronizer(device)
-    names = list(runs)
-    for n in names:
-        for _ in range(args.warmup):
-            runs[n]()
-    sync()
-    steps: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(args.rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for n in order:
-            runs[n]()  # one untimed step: caches refilled after the previous variant
-            sync()
-            for _ in range(args.steps):
-                t = time.perf_counter()
-                runs[n]()
-                sync()
-                steps[n].append(time.perf_counter() - t)
-    return {n: statistics.median(v) for n, v in steps.items()}
+    # One untimed step per turn: caches refilled after the previous variant.
+    per_step = race(runs, rounds=args.rounds, steps=args.steps, warmup=args.warmup,
+                    turn_warmup=1, sync=synchronizer(device))
+    return {n: statistics.median(v) for n, v in per_step.items()}
 
 
 def geomean(values: list[float]) -> float:

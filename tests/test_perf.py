@@ -206,6 +206,23 @@ def test_optimize_auto_layout_keeps_the_candidate_measured_faster():
             assert fast(x).shape == (1, 5)
 
 
+def test_optimize_times_its_candidates_in_turns():
+    # Which candidate runs each forward, read off the stem conv: folded (a bias) or not, and
+    # its layout. Timed in turns, no candidate's steps all come before another's.
+    model = _randomise_bn(create_model("resnet18", num_classes=5))
+    seen = []
+    model.stem.conv.register_forward_pre_hook(lambda conv, _: seen.append(
+        (conv.bias is not None, conv.weight.is_contiguous(memory_format=torch.channels_last))))
+    x = torch.randn(1, 3, 32, 32)
+    fast = optimize(model, example=x, fold_bn="auto", channels_last="auto", onednn=False,
+                    micro_batch=None, warmup=1, steps=3)
+    assert set(fast.report.timings_ms) == {"folded_nchw", "folded_channels_last",
+                                           "unfolded_nchw", "unfolded_channels_last"}
+    timed = seen[4:16]  # after one warm-up step each: three rounds of four
+    assert len(set(timed[:4])) == 4 and sorted(timed[4:8]) == sorted(timed[:4])
+    assert timed[4] == timed[1]  # the second round starts one candidate later
+
+
 def test_optimize_keeps_batchnorm_where_measured_faster_unfolded():
     for folded_cost, unfolded_cost in ((1.0, 2.0), (2.0, 1.0)):
         model = _randomise_bn(create_model("resnet18", num_classes=5))

@@ -24,7 +24,7 @@ from torch import nn
 from . import onednn as _onednn
 from .fold import fold_batchnorm
 from .preact import fold_preactivation
-from .timing import Clock, synchronizer, time_steps
+from .timing import Clock, race, synchronizer
 
 
 @dataclass
@@ -171,8 +171,11 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
     weights cast once. ``onednn`` (CPU, float32) fuses each convolution with its activation
     and residual add into one oneDNN call on weights packed once (``onednn.py``).
     ``micro_batch`` (an int, None, or 'auto': on a CPU, 2, 4 and 8 measured against the whole
-    batch) runs large batches in slices. The choices and timings are in ``result.report``. The
-    model is copied unless ``inplace=True``, because folding rewrites its weights.
+    batch) runs large batches in slices. The candidates of a choice are timed in turns
+    (``timing.race``), so drift on a shared machine cannot decide it; ``steps`` is the number of
+    rounds, each timing one step of every candidate. The choices and timings are in
+    ``result.report``. The model is copied unless ``inplace=True``, because folding rewrites
+    its weights.
     """
     for name, value in (("fold_bn", fold_bn), ("channels_last", channels_last),
                         ("compile", compile), ("onnxruntime", onnxruntime), ("onednn", onednn)):
@@ -206,32 +209,40 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
     sync = synchronizer(device)
 
     def measure(name: str, candidate: InferenceModel) -> float:
-        per_step, _ = time_steps(lambda: candidate(example), warmup=warmup, steps=steps,
-                                 sync=sync, clock=clock)
-        ms = 1000 * statistics.median(per_step)
-        report.timings_ms[name] = round(ms, 3)
-        return ms
+        return race_pick({name: candidate})[1]
+
+    def race_pick(candidates: dict[str, InferenceModel],
+                  prepare: dict[str, Callable[[], None]] | None = None) -> tuple[str, float]:
+        """Time the candidates in turns; record each one's median; return the fastest."""
+        per_step = race({n: (lambda c=c: c(example)) for n, c in candidates.items()},
+                        rounds=steps, warmup=warmup, sync=sync, clock=clock, prepare=prepare)
+        ms = {n: 1000 * statistics.median(v) for n, v in per_step.items()}
+        report.timings_ms.update({n: round(v, 3) for n, v in ms.items()})
+        name = min(ms, key=ms.get)
+        return name, ms[name]
 
     def wrap(m: nn.Module, layout: bool, **kw) -> InferenceModel:
         return InferenceModel(m, channels_last=layout, amp_dtype=amp_dtype, report=report, **kw)
 
-    # Stage 1, eager: BN folded or not, NCHW or channels_last.
+    def layout_name(key: str, layout: bool) -> str:
+        return f"{key}_{'channels_last' if layout else 'nchw'}"
+
+    # Stage 1, eager: BN folded or not, NCHW or channels_last. One model in two layouts is
+    # switched between turns rather than copied: half the memory.
     models = {"folded" if report.folded or report.preact else "eager": folded}
     if unfolded is not None:
         models["unfolded"] = unfolded
     layouts = (False, True) if channels_last == "auto" else (channels_last is True,)
-    timed: dict[tuple[str, bool], float] = {}
-    if len(models) * len(layouts) > 1:
-        for key, m in models.items():
-            for layout in layouts:
-                _set_layout(m, layout)
-                name = f"{key}_{'channels_last' if layout else 'nchw'}"
-                timed[key, layout] = measure(name, wrap(m, layout))
-        key, layout = min(timed, key=timed.get)
-        best_name, best_ms = f"{key}_{'channels_last' if layout else 'nchw'}", timed[key, layout]
+    choices = {layout_name(k, lay): (k, lay) for k in models for lay in layouts}
+    best_ms = None
+    if len(choices) > 1:
+        best_name, best_ms = race_pick(
+            {n: wrap(models[k], lay) for n, (k, lay) in choices.items()},
+            prepare={n: (lambda m=models[k], lay=lay: _set_layout(m, lay))
+                     for n, (k, lay) in choices.items()})
     else:
-        (key, _), layout = next(iter(models.items())), layouts[0]
-        best_name, best_ms = f"{key}_{'channels_last' if layout else 'nchw'}", None
+        best_name = next(iter(choices))
+    key, layout = choices[best_name]
     chosen = models[key]
     _set_layout(chosen, layout)
     best = wrap(chosen, layout)
@@ -254,36 +265,44 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
 
     # Stage 3, oneDNN on a CPU: conv + activation (+ residual add) as one call each, on weights
     # packed once for the input size they will see.
-    def fused_copy(rows: int) -> tuple[nn.Module, int]:
+    def fused_copy(rows: int) -> nn.Module:
         m = copy.deepcopy(chosen)
-        return m, _onednn.fuse_for_cpu(m, best._prepare(example[:rows]))
+        _onednn.fuse_for_cpu(m, best._prepare(example[:rows]))
+        return m
 
-    # Stage 4, micro-batches (CPU): slices of the batch, measured against the whole. They are
-    # tried on the fused and the plain model alike, as the two are often within noise whole.
-    wholes = [(best, best_name, 0)]
+    # Stage 4, micro-batches (CPU): slices of the batch. They are tried on the fused and the
+    # plain model alike, as the two are often within noise whole; every candidate of stages 3
+    # and 4 races the model chosen so far, in turns.
+    pool = {best_name: best}
+    fused_name = None
     if use_onednn:
-        m, n = fused_copy(example.shape[0])
-        if n:
-            fused = wrap(m, layout)
-            name = best_name + "_onednn"
-            wholes.append((fused, name, n))
-            if onednn is True or measure(name, fused) < baseline():
-                best, best_name, best_ms = fused, name, report.timings_ms.get(name)
+        m = fused_copy(example.shape[0])
+        if _onednn.count_fused(m):
+            fused_name = best_name + "_onednn"
+            if onednn is True:
+                pool = {}  # asked for: the plain model is no candidate
+            pool[fused_name] = wrap(m, layout)
     if micro_batch == "auto":
         sizes = [m for m in (2, 4, 8) if m < example.shape[0]] if device.type == "cpu" else []
+        for whole_name, whole in list(pool.items()):
+            for mb in sizes:
+                # Packed weights suit one input size: pack them again for the slice.
+                m = fused_copy(mb) if whole_name == fused_name else whole.model
+                pool[f"{whole_name}_mb{mb}"] = InferenceModel(
+                    m, channels_last=whole.channels_last, amp_dtype=amp_dtype, cast=whole.cast,
+                    micro_batch=mb, report=report)
+    if len(pool) > 1:
+        best_name, best_ms = race_pick(pool)
     else:
-        sizes = [] if micro_batch is None else [micro_batch]
-        wholes = [w for w in wholes if w[0] is best]  # a size given: slice the chosen model
-    for whole, whole_name, fused_n in wholes if sizes else ():
-        for mb in sizes:
-            # Packed weights suit one input size: pack them again for the slice.
-            m = fused_copy(mb)[0] if fused_n else whole.model
-            cand = InferenceModel(m, channels_last=whole.channels_last, amp_dtype=amp_dtype,
-                                  cast=whole.cast, micro_batch=mb, report=report)
-            name = f"{whole_name}_mb{mb}"
-            ms = measure(name, cand) if micro_batch == "auto" else None
-            if ms is None or ms < baseline():
-                best, best_name, best_ms = cand, name, ms
+        best_name = next(iter(pool))
+        best_ms = report.timings_ms.get(best_name)
+    best = pool[best_name]
+    if isinstance(micro_batch, int):
+        # A size given: slice the chosen model, without measuring.
+        m = fused_copy(micro_batch) if best_name == fused_name else best.model
+        best = InferenceModel(m, channels_last=best.channels_last, amp_dtype=amp_dtype,
+                              cast=best.cast, micro_batch=micro_batch, report=report)
+        best_name, best_ms = f"{best_name}_mb{micro_batch}", None
 
     # Stage 5, compile: always from the folded model, whose conv-bias-activation chains
     # inductor fuses. Freezing (CPU only) lets inductor pre-pack weights for oneDNN, sound

@@ -53,3 +53,39 @@ def time_steps(step: Callable[[], object], *, warmup: int, steps: int, sync: Cal
         if on_step:
             on_step(warmup + i + 1, warmup + steps)
     return per_step, clock() - t_run
+
+
+def race(runs: dict[str, Callable[[], object]], *, rounds: int, steps: int = 1, warmup: int = 1,
+         turn_warmup: int = 0, sync: Callable[[], None] = _noop, clock: Clock = time.perf_counter,
+         prepare: dict[str, Callable[[], None]] | None = None) -> dict[str, list[float]]:
+    """Per-step seconds of each of ``runs``, timed in turns: round after round, rotating order.
+
+    Timed one after another, two candidates can trade places on a shared machine (one step of
+    the same model measured 765 ms, then 1343 ms, in one process); in turns, drift falls on all
+    of them alike. ``prepare[name]``, untimed, puts shared state (a model's memory layout) right
+    for ``name`` before each of its turns; ``turn_warmup`` untimed steps then refill the caches
+    the previous candidate emptied.
+    """
+    prepare = prepare or {}
+    names = list(runs)
+    for name in names:
+        if name in prepare:
+            prepare[name]()
+        for _ in range(warmup):
+            runs[name]()
+    sync()
+    per_step: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names) if names else 0
+        for name in names[shift:] + names[:shift]:
+            if name in prepare and len(names) > 1:
+                prepare[name]()
+            for _ in range(turn_warmup):
+                runs[name]()
+            sync()
+            for _ in range(steps):
+                t0 = clock()
+                runs[name]()
+                sync()
+                per_step[name].append(clock() - t0)
+    return per_step

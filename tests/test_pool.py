@@ -22,7 +22,11 @@ CASES = [(k, s, p, ceil, h, w)
 
 @pytest.fixture
 def onednn_calls(monkeypatch):
-    """Counts the pieces that went through oneDNN, so a test knows which path it checked."""
+    """Counts the pieces that went through oneDNN, so a test knows which path it checked.
+
+    The oneDNN path is switched on whatever this CPU is, so it is checked on every machine.
+    """
+    monkeypatch.setattr(pool, "onednn_pooling_pays", lambda: True)
     calls = []
     real = pool._in_pieces
 
@@ -92,6 +96,25 @@ def test_layouts_dtypes_and_options_oneDNN_does_not_take_fall_back(onednn_calls)
     assert torch.equal(idx, F.max_pool2d(x, 2, return_indices=True)[1])
     assert torch.equal(AvgPool2d(2, divisor_override=3)(x), F.avg_pool2d(x, 2, divisor_override=3))
     assert onednn_calls == []
+
+
+@torch.inference_mode()
+def test_where_onednn_has_no_fast_kernel_torchs_runs(onednn_calls, monkeypatch):
+    monkeypatch.setattr(pool, "onednn_pooling_pays", lambda: False)
+    x = torch.randn(2, 4, 13, 12)
+    assert torch.equal(MaxPool2d(3, 2, 1)(x), F.max_pool2d(x, 3, 2, 1))
+    assert torch.equal(AvgPool2d(3, 1, 1)(x), F.avg_pool2d(x, 3, 1, 1))
+    assert onednn_calls == []
+
+
+def test_onednn_pooling_pays_exactly_with_avx512(monkeypatch):
+    for avx512 in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_supported", lambda v=avx512: v)
+        pool.onednn_pooling_pays.cache_clear()
+        try:
+            assert pool.onednn_pooling_pays() is avx512
+        finally:
+            pool.onednn_pooling_pays.cache_clear()
 
 
 def test_tracers_keep_the_layers_whole():

@@ -1,10 +1,11 @@
-"""Max and average pooling that run on oneDNN's kernels in CPU inference.
+"""Max and average pooling that run on oneDNN's kernels in CPU inference, where those are faster.
 
 torch's CPU pooling for NCHW tensors walks every window element by element: a ResNet stem's
-3x3/2 max pool over a batch of 16 takes ~47 ms on two cores, where oneDNN's kernel takes ~3 ms
-on the same data. Moving the data there and back costs copies, so the batch goes in pieces small
-enough to stay in cache and in glibc's reused heap (a 16x64x112x112 input: 47 ms -> ~8 ms; VGG's
-first pool: 174 -> 54 ms). On finite inputs the result is torch's, bit for bit (checked over
+3x3/2 max pool over a batch of 16 takes ~47 ms on two cores of an AVX-512 Xeon, where oneDNN's
+kernel takes ~3 ms on the same data (on AVX2 alone oneDNN has no such kernel:
+:func:`onednn_pooling_pays`). Moving the data there and back costs copies, so the batch goes
+in pieces small enough to stay in cache and in glibc's reused heap (a 16x64x112x112 input:
+47 ms -> ~8 ms; VGG's first pool: 174 -> 54 ms). On finite inputs the result is torch's, bit for bit (checked over
 kernel, stride, padding and ceil_mode); oneDNN's max skips NaN where torch's propagates it.
 Only inference takes this path; training keeps torch's kernels (their
 backward needs the argmax indices), as do tracing, export and compilation, which must see the
@@ -12,6 +13,8 @@ plain op. These classes are ``nn.MaxPool2d``/``nn.AvgPool2d`` in every other res
 and diagrams treat them as the torch layers they stand for (``STAND_INS``, ``LayerTracer``).
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.fx as fx
@@ -25,6 +28,22 @@ from .norm import BatchNorm2d
 _PIECE_BYTES = 16 << 20
 
 
+@functools.lru_cache(maxsize=None)
+def onednn_pooling_pays() -> bool:
+    """Whether this CPU has oneDNN's JIT pooling kernel for plain NCHW tensors: AVX-512.
+
+    Where it has (an AVX-512 Xeon: the ResNet stem pool 47 -> 7 ms with the copies), the
+    layers below take it. With AVX2 alone oneDNN runs its 'simple_nchw' reference kernel
+    instead (ONEDNN_VERBOSE says so), slower than torch's own: on a 2-core AMD EPYC the stem
+    pool took 62 ms in torch and 94 ms through oneDNN, Inception's 3x3 average pool 27 and
+    49 ms. There torch's kernel stays; the results are the same either way.
+    """
+    check = getattr(torch.cpu, "_is_avx512_supported", None)
+    if check is not None:
+        return bool(check())
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
 def _fast_path(x: torch.Tensor) -> bool:
     # Tracing and export first: they must see the plain op, and asking a traced tensor about
     # its size would warn.
@@ -34,7 +53,8 @@ def _fast_path(x: torch.Tensor) -> bool:
     return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
             and x.is_contiguous() and x.numel() > 0
             and not (x.requires_grad and torch.is_grad_enabled())
-            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+            and onednn_pooling_pays())
 
 
 def _in_pieces(x: torch.Tensor, pool) -> torch.Tensor:

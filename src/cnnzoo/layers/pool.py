@@ -5,9 +5,9 @@ torch's CPU pooling for NCHW tensors walks every window element by element: a Re
 kernel takes ~3 ms on the same data (on AVX2 alone oneDNN has no such kernel:
 :func:`onednn_pooling_pays`). Moving the data there and back costs copies, so the batch goes
 in pieces small enough to stay in cache and in glibc's reused heap (a 16x64x112x112 input:
-47 ms -> ~8 ms; VGG's first pool: 174 -> 54 ms). On finite inputs the result is torch's, bit for bit (checked over
-kernel, stride, padding and ceil_mode); oneDNN's max skips NaN where torch's propagates it.
-Only inference takes this path; training keeps torch's kernels (their
+47 ms -> ~8 ms; VGG's first pool: 174 -> 54 ms). On finite inputs the result is torch's, bit
+for bit (checked over kernel, stride, padding and ceil_mode); oneDNN's max skips NaN where
+torch's propagates it. Only inference takes this path; training keeps torch's kernels (their
 backward needs the argmax indices), as do tracing, export and compilation, which must see the
 plain op. These classes are ``nn.MaxPool2d``/``nn.AvgPool2d`` in every other respect; tracers
 and diagrams treat them as the torch layers they stand for (``STAND_INS``, ``LayerTracer``).

@@ -205,3 +205,27 @@ def test_fused_ratio_one_block_trains_and_adds_in_place_only_in_inference(act):
     with torch.no_grad():
         expected = block.conv_exp(x) + x
         torch.testing.assert_close(block(x), expected)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_b0", "efficientnet_v2_s"])
+def test_convs_start_at_he_normal_on_the_tf_fan_out_that_divides_by_groups(name):
+    torch.manual_seed(0)
+    convs = [m for m in create_model(name).modules() if isinstance(m, nn.Conv2d)]
+    depthwise = [m for m in convs if m.groups > 1 and m.groups == m.in_channels]
+    assert depthwise  # the convs whose fan-out torch and TF count differently
+    for m in convs:
+        if m.weight.numel() < 500:
+            continue  # too few draws for a stable standard deviation
+        k = m.kernel_size[0] * m.kernel_size[1]
+        want = (2.0 / (k * m.out_channels // m.groups)) ** 0.5
+        assert m.weight.std().item() == pytest.approx(want, rel=0.15), m
+
+
+def test_a_fresh_efficientnet_keeps_its_signal_as_timms_does():
+    # With torch's fan_out (C*k*k for a depthwise conv) an eval-mode fresh B0 ended near 1e-13.
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        ours = create_model("efficientnet_b0").eval().forward_features(x).std().item()
+        peer = timm.create_model("efficientnet_b0").eval().forward_features(x).std().item()
+    assert peer / 3 < ours < peer * 3

@@ -146,14 +146,18 @@ def build_stages(stages: Sequence[Sequence[dict[str, Any]]], drop_path_rate: flo
 
 
 def init_weights(model: nn.Module) -> None:
-    """The initialisation of the TF reference and torchvision for this family.
+    """The initialisation of the TF reference code of this family (MnasNet, MobileNetV3,
+    EfficientNet), which timm follows too.
 
-    Convs: He normal on fan-out (a depthwise conv's fan-in is only k*k, fan-out keeps the scale
-    sane); BN: identity; dense layers: uniform in +-1/sqrt(out), the EfficientNet code's choice.
+    Convs: He normal on fan-out, counted as TF does, k*k*out/groups: a depthwise conv's fan-out
+    is k*k. torch's ``mode="fan_out"`` (which torchvision uses) ignores groups and counts C*k*k,
+    starting depthwise kernels sqrt(C) too small, so that a fresh network's signal fades with
+    depth. BN: identity; dense layers: uniform in +-1/sqrt(out), the EfficientNet code's choice.
     """
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):

@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# pytest-xdist workers; CI machines have 2 cores.
+# pytest-xdist workers; CI machines have 2 cores. worksteal: a worker that runs dry takes tests
+# queued for the other, so the few long ones (B7 at 600, oneDNN freezing) don't end the run alone.
 JOBS ?= 2
 
 .PHONY: run test install clean system-deps graphviz
@@ -25,7 +26,7 @@ run: install graphviz
 	$(VENV)/bin/cnnzoo evolution -o atlas --force
 
 test: install system-deps
-	$(PY) -m pytest -n $(JOBS) -q
+	$(PY) -m pytest -n $(JOBS) --dist worksteal -q
 
 # The atlas browser test drives Debian's chromium; diagrams are rendered by Graphviz's dot.
 system-deps:

@@ -52,26 +52,34 @@ def _input(name: str, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(1))
 
 
-def test_optimize_keeps_outputs_for_one_model_of_every_family():
-    families = _smallest_per_family()
-    assert len(families) >= 4  # LeNet-5, AlexNet, VGG, ResNet at least
-    for fam, name in families.items():
-        torch.manual_seed(0)
-        model = _randomise_bn(create_model(name))
-        x = _input(name, batch=3)
-        with torch.no_grad():
-            ref = model(x)
-        # Every path with nothing measured: plain, then fused for oneDNN and run two samples
-        # at a time (3 = a slice of 2 and a remainder of 1).
-        for layout, fused in ((False, False), (True, False), (False, True), (True, True)):
-            fast = optimize(model, example=x, fold_bn=True, channels_last=layout, onednn=fused,
-                            micro_batch=2 if fused else None)
-            torch.testing.assert_close(
-                fast(x), ref, rtol=1e-4, atol=1e-4,
-                msg=lambda m: f"{fam} ({name}), channels_last={layout}, oneDNN={fused}: {m}")
-            assert fast.report.channels_last is layout
-            assert (fast.report.onednn > 0) is (fused and onednn_available())
-            assert fast.report.micro_batch == (2 if fused else None)
+FAMILIES = _smallest_per_family()
+
+
+def test_every_family_has_a_model_for_the_optimize_check():
+    assert len(FAMILIES) >= 4  # LeNet-5, AlexNet, VGG, ResNet at least
+    assert set(FAMILIES) == {model_card(n).family for n in list_models()}
+
+
+# One test per family, so that pytest-xdist spreads them: the oneDNN paths trace and freeze
+# the model, seconds each.
+@pytest.mark.parametrize("name", FAMILIES.values(), ids=FAMILIES.keys())
+def test_optimize_keeps_outputs_for_one_model_of_every_family(name):
+    torch.manual_seed(0)
+    model = _randomise_bn(create_model(name))
+    x = _input(name, batch=3)
+    with torch.no_grad():
+        ref = model(x)
+    # Every path with nothing measured: plain, then fused for oneDNN and run two samples
+    # at a time (3 = a slice of 2 and a remainder of 1).
+    for layout, fused in ((False, False), (True, False), (False, True), (True, True)):
+        fast = optimize(model, example=x, fold_bn=True, channels_last=layout, onednn=fused,
+                        micro_batch=2 if fused else None)
+        torch.testing.assert_close(
+            fast(x), ref, rtol=1e-4, atol=1e-4,
+            msg=lambda m: f"{name}, channels_last={layout}, oneDNN={fused}: {m}")
+        assert fast.report.channels_last is layout
+        assert (fast.report.onednn > 0) is (fused and onednn_available())
+        assert fast.report.micro_batch == (2 if fused else None)
 
 
 def test_resnet_fold_removes_every_bn_including_the_stem():

@@ -3,8 +3,10 @@
 For each architecture: cnnzoo eager, cnnzoo ``optimize``d, cnnzoo through ONNX Runtime, timm
 eager and torchvision eager, with the same batch, resolution, dtype, layout flags and threads.
 The variants take turns, round after round, in a rotating order, so drift (thermal, another
-process waking up) falls on all of them alike; each variant's figure is the median of all its
-timed steps. Ratios are against timm eager, with their geometric mean over the models.
+process waking up) falls on all of them alike; each variant's images/s is from the median of all
+its timed steps. Ratios are against timm eager: per round, the two medians of that round, then the
+median over rounds, with the range of the rounds beside it (a range that spans 1.0 is a tie on
+this machine), and their geometric mean over the models.
 
 The roofline is the machine's best measured dense throughput: the larger of an fp32 GEMM and a
 large 1x1 convolution in channels_last (oneDNN's fastest path on x86); each model's achieved
@@ -28,6 +30,7 @@ import torch
 import cnnzoo
 from cnnzoo.perf import BenchSettings, count_gmacs, optimize
 from cnnzoo.perf.bench import train_step
+from cnnzoo.perf import timing
 from cnnzoo.perf.timing import race, synchronizer
 
 # cnnzoo name -> (timm name, torchvision name, input side).
@@ -155,12 +158,11 @@ def variants(name: str, args, device: torch.device, x: torch.Tensor) -> dict:
     return out
 
 
-def measure(runs: dict, args, device: torch.device) -> dict[str, float]:
-    """Median seconds per step of each variant, alternating in a rotating order."""
+def measure(runs: dict, args, device: torch.device) -> dict[str, list[float]]:
+    """Seconds of every timed step of each variant, alternating in a rotating order."""
     # One untimed step per turn: caches refilled after the previous variant.
-    per_step = race(runs, rounds=args.rounds, steps=args.steps, warmup=args.warmup,
-                    turn_warmup=1, sync=synchronizer(device))
-    return {n: statistics.median(v) for n, v in per_step.items()}
+    return race(runs, rounds=args.rounds, steps=args.steps, warmup=args.warmup,
+                turn_warmup=1, sync=synchronizer(device))
 
 
 def geomean(values: list[float]) -> float:
@@ -189,29 +191,34 @@ def main(argv=None) -> int:
             PEERS.get(name, (None, None, 224))[2]
         if not cnnzoo.is_model(name):
             print(f"{name}: not registered in cnnzoo yet; peers only", flush=True)
-        x = torch.randn(args.batch_size, 3, side, side, device=device)
+        chans = cnnzoo.default_cfg(name).input_size[0] if cnnzoo.is_model(name) else 3
+        x = torch.randn(args.batch_size, chans, side, side, device=device)
         if args.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         runs = variants(name, args, device, x)
-        secs = measure(runs, args, device)
-        ips = {k: args.batch_size / v for k, v in secs.items()}
+        per_step = measure(runs, args, device)
+        ips = {k: args.batch_size / statistics.median(v) for k, v in per_step.items()}
         gmacs = None
         if cnnzoo.is_model(name):
-            gmacs = count_gmacs(cnnzoo.create_model(name).to(device), (3, side, side))
+            gmacs = count_gmacs(cnnzoo.create_model(name).to(device), (chans, side, side))
         row = {"model": name, "img_size": side,
                **{f"{k}_ips": round(v, 2) for k, v in ips.items()}}
-        base = ips.get("timm")
-        for k in ("zoo_eager", "zoo_opt", "zoo_ort"):
-            if base and k in ips:
-                row[f"{k}_vs_timm"] = round(ips[k] / base, 3)
-        best = max((ips[k] for k in ("zoo_opt", "zoo_ort") if k in ips), default=None)
-        if base and best:
-            row["zoo_best_vs_timm"] = round(best / base, 3)
+        # Ratios paired round by round (the median of them, and their range): a variant and
+        # timm timed seconds apart, not minutes.
+        vs_timm = {k: timing.round_ratios(per_step, "timm", k, args.steps)
+                   for k in ("zoo_eager", "zoo_opt", "zoo_ort") if "timm" in ips and k in ips}
+        for k, ratios in vs_timm.items():
+            row[f"{k}_vs_timm"] = round(statistics.median(ratios), 3)
+            row[f"{k}_vs_timm_range"] = f"{min(ratios):.2f}-{max(ratios):.2f}"
+        best = [row[f"{k}_vs_timm"] for k in ("zoo_opt", "zoo_ort") if k in vs_timm]
+        if best:
+            row["zoo_best_vs_timm"] = max(best)
         if gmacs and "zoo_opt" in ips:
             row["gmacs"] = gmacs
             results.append((row, 2e9 * gmacs * ips["zoo_opt"]))
         if "tv" in ips and "zoo_eager" in ips:
-            row["zoo_eager_vs_tv"] = round(ips["zoo_eager"] / ips["tv"], 3)
+            row["zoo_eager_vs_tv"] = round(statistics.median(
+                timing.round_ratios(per_step, "tv", "zoo_eager", args.steps)), 3)
         rows.append(row)
         print("  " + ", ".join(f"{k}={v}" for k, v in row.items()), flush=True)
         del runs
@@ -236,7 +243,7 @@ def main(argv=None) -> int:
 
 def _print_markdown(rows: list[dict]) -> None:
     cols = ["model", "zoo_eager_ips", "zoo_opt_ips", "zoo_ort_ips", "timm_ips", "tv_ips",
-            "zoo_eager_vs_timm", "zoo_opt_vs_timm", "zoo_best_vs_timm", "zoo_opt_roofline"]
+            "zoo_eager_vs_timm", "zoo_eager_vs_timm_range", "zoo_opt_vs_timm", "zoo_best_vs_timm", "zoo_opt_roofline"]
     cols = [c for c in cols if any(c in r for r in rows)]
     print("| " + " | ".join(cols) + " |")
     print("|" + " --- |" * len(cols))

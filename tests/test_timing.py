@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from cnnzoo.perf.timing import race
+from cnnzoo.perf.timing import race, round_ratios
 
 
 def _recorder(costs: dict[str, float]):
@@ -62,3 +62,13 @@ def test_drift_on_a_shared_machine_falls_on_every_candidate():
     per_step = race({"a": run, "b": run}, rounds=4, warmup=0, clock=lambda: now[0])
     mean = {n: sum(v) / len(v) for n, v in per_step.items()}
     assert mean["a"] == pytest.approx(mean["b"])
+
+
+def test_round_ratios_pair_the_turns_of_each_round():
+    # A machine that halves its speed after round 0: each round's ratio still says b is twice
+    # as fast, though b's slow-round steps are as slow as a's fast ones.
+    per_step = {"a": [2.0, 2.0, 4.0, 4.0], "b": [1.0, 1.0, 2.0, 2.0]}
+    assert round_ratios(per_step, "a", "b", steps=2) == [2.0, 2.0]
+    assert round_ratios(per_step, "b", "a", steps=1) == [0.5] * 4
+    with pytest.raises(ValueError):
+        round_ratios({"a": [1.0, 1.0, 1.0], "b": [1.0, 1.0, 1.0]}, "a", "b", steps=2)

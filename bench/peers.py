@@ -6,7 +6,9 @@ The variants take turns, round after round, in a rotating order, so drift (therm
 process waking up) falls on all of them alike; each variant's images/s is from the median of all
 its timed steps. Ratios are against timm eager: per round, the two medians of that round, then the
 median over rounds, with the range of the rounds beside it (a range that spans 1.0 is a tie on
-this machine), and their geometric mean over the models.
+this machine), and their geometric mean over the models. All of them share this process and so
+its allocator: cnnzoo, imported first, gives them all huge pages; bench/as_shipped.py measures
+each library in a process of its own, as shipped.
 
 The roofline is the machine's best measured dense throughput: the larger of an fp32 GEMM and a
 large 1x1 convolution in channels_last (oneDNN's fastest path on x86); each model's achieved
@@ -25,10 +27,12 @@ import statistics
 import sys
 import time
 
+import cnnzoo  # before torch, as its users import it: every library here then has huge pages
+
 import torch
 
-import cnnzoo
 from cnnzoo.perf import BenchSettings, count_gmacs, optimize
+from cnnzoo.perf.memory import huge_pages
 from cnnzoo.perf.bench import train_step
 from cnnzoo.perf import timing
 from cnnzoo.perf.timing import race, synchronizer
@@ -181,7 +185,7 @@ def main(argv=None) -> int:
     flags = (f"batch {args.batch_size}, {torch.get_num_threads()} threads, {device}, "
              f"{args.amp_dtype if args.amp else 'fp32'}"
              f"{', channels_last' if args.channels_last else ''}")
-    print(f"torch {torch.__version__}; {flags}", flush=True)
+    print(f"torch {torch.__version__}; {flags}; {huge_pages().describe()}", flush=True)
     dtype = getattr(torch, args.amp_dtype) if args.amp else torch.float32
     peak = roofline(device, dtype, flags)["peak"]
     results = []

@@ -1,0 +1,63 @@
+"""Huge pages for torch's CPU allocator: asked for by ``import cnnzoo``, and numbers unchanged."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cnnzoo.perf.memory import HugePages, system_policy
+
+# Prints whether torch asks for huge pages, then a digest of a ResNet-18's logits at 224 px,
+# whose activations (6 MiB and more) are the allocations that get huge pages.
+_PROBE = """
+import hashlib, os
+{first}
+import torch
+from cnnzoo import create_model
+from cnnzoo.perf.memory import torch_asks_for_huge_pages
+torch.manual_seed(0)
+model = create_model("resnet18").eval()
+with torch.no_grad():
+    out = model(torch.randn(2, 3, 224, 224))
+print(torch_asks_for_huge_pages(), os.environ.get("THP_MEM_ALLOC_ENABLE"),
+      hashlib.sha256(out.numpy().tobytes()).hexdigest())
+"""
+
+
+def _probe(first: str, **env: str) -> list[str]:
+    clean = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    done = subprocess.run([sys.executable, "-c", _PROBE.format(first=first)], env={**clean, **env},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_importing_cnnzoo_first_asks_for_huge_pages_and_keeps_every_bit():
+    on = _probe("import cnnzoo")
+    off = _probe("import cnnzoo", THP_MEM_ALLOC_ENABLE="0")  # the user's word stands
+    late = _probe("import torch; import cnnzoo")             # too late to ask: leave it alone
+    assert on[:2] == ["True", "1"]
+    assert off[:2] == ["False", "0"]
+    assert late[:2] == ["False", "None"]
+    assert on[2] == off[2] == late[2]
+
+
+@pytest.mark.parametrize("text, policy", [("always [madvise] never\n", "madvise"),
+                                          ("[always] madvise never\n", "always"),
+                                          ("garbled\n", None)])
+def test_the_kernel_policy_is_the_bracketed_word(tmp_path, text, policy):
+    path = tmp_path / "enabled"
+    path.write_text(text)
+    assert system_policy(path) == policy
+    assert system_policy(tmp_path / "missing") is None
+
+
+def test_huge_pages_take_effect_where_the_kernel_lets_them():
+    assert HugePages(torch=True, system="madvise").in_effect
+    assert not HugePages(torch=False, system="madvise").in_effect
+    assert HugePages(torch=False, system="always").in_effect
+    assert not HugePages(torch=True, system="never").in_effect
+    assert "on" in HugePages(torch=True, system="madvise").describe()
+    assert HugePages(torch=True, system=None).describe() == "huge pages: not on this system"

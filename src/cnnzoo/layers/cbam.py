@@ -30,6 +30,16 @@ class ChannelAttention(nn.Module):
         self.act = create_act(act_layer)
         self.fc2 = nn.Conv2d(rd_channels, chs, 1, bias=mlp_bias)
         self.gate = create_act(gate_layer)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """The authors' init (ResidualNet in Jongchan/attention-module): their MLP is nn.Linear,
+        which their init loop leaves at torch's default (for a 1x1 conv the same distribution),
+        apart from zeroing every bias. Families re-run this after their generic pass."""
+        for fc in (self.fc1, self.fc2):
+            fc.reset_parameters()
+            if fc.bias is not None:
+                nn.init.zeros_(fc.bias)
 
     def _mlp(self, s: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(s)))
@@ -55,6 +65,13 @@ class SpatialAttention(nn.Module):
         super().__init__()
         self.conv = ConvNormAct(2, 1, kernel_size, act_layer=None)
         self.gate = create_act(gate_layer)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """The authors' init zeroes this BN's scale (and every bias), so the gate starts at a
+        uniform sigmoid(0) = 0.5. Families re-run this after their generic pass."""
+        nn.init.zeros_(self.conv.bn.weight)
+        nn.init.zeros_(self.conv.bn.bias)
 
     def gate_values(self, x: torch.Tensor) -> torch.Tensor:
         pooled = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)

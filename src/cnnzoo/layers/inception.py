@@ -217,3 +217,41 @@ def init_weights(model: nn.Module) -> None:
             nn.init.trunc_normal_(m.weight, std=0.01, a=-0.02, b=0.02)
             nn.init.zeros_(m.bias)
     restore_block_init(model)  # attn='nl' etc. must keep their identity start
+
+
+def init_trunc_normal(model: nn.Module, std: float) -> None:
+    """torchvision's GoogLeNet (std 0.01) and Inception3 (std 0.1, as timm's InceptionV3): every
+    conv and dense weight truncated normal at +-2, i.e. barely truncated; biases keep torch's
+    default; BN identity. Callers set the per-layer exceptions afterwards."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.trunc_normal_(m.weight, std=std, a=-2.0, b=2.0)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    restore_block_init(model)
+
+
+def init_tf_slim(model: nn.Module, he_convs: bool) -> None:
+    """The initialisation of the authors' TF-slim code (models/research/slim/nets).
+
+    ``he_convs``: inception_utils.inception_arg_scope (Inception-v4) gives convs
+    variance_scaling_initializer(), He fan-in as a normal of std sqrt(1.3 * 2 / fan_in) redrawn
+    beyond 2 std (the 1.3 undoes the truncation's shrinkage). Otherwise (Inception-ResNet-v2's own
+    arg scope sets no initializer) convs keep slim's default, Xavier uniform. Dense layers are
+    always slim.fully_connected's default, Xavier uniform; biases zero; BN identity (slim's BN
+    has no scale).
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and he_convs:
+            fan_in = m.weight[0].numel()
+            std = (1.3 * 2.0 / fan_in) ** 0.5
+            nn.init.trunc_normal_(m.weight, std=std, a=-2.0 * std, b=2.0 * std)
+        elif isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+    restore_block_init(model)

@@ -43,6 +43,9 @@ class NonLocal(nn.Module):
         """
         nn.init.zeros_(self.out.bn.weight)
         nn.init.zeros_(self.out.bn.bias)
+        # Zero conv biases, as timm's NonLocalAttn and the authors' code (ConstantFill 0) start.
+        for conv in (self.theta, self.phi, self.g, self.out.conv):
+            nn.init.zeros_(conv.bias)
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """The (B, HW, H'W') pairwise weights ``f(x_i, x_j) / C(x)``; each row sums to 1."""

@@ -6,6 +6,7 @@ arguments and hands them here, instead of five copies of the same ``__init__``.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,6 +55,10 @@ class MobileNet(ZooNet):
         else:
             self.head = ClassifierHead(chs, num_classes, drop_rate=drop_rate)
         init_weights(self)
+        if head_hidden:
+            # The TF reference and timm build this layer as a 1x1 conv (timm's conv_head), so it
+            # starts as their convs do: He normal on fan-out, not as a dense layer.
+            nn.init.normal_(self.head.fc1.weight, 0.0, math.sqrt(2.0 / head_hidden))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_head(self.stages(self.stem(x)))

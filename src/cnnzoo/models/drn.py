@@ -104,6 +104,10 @@ class DRN(ZooNet):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if isinstance(self.head.fc, nn.Linear):
+            # Their classifier is a 1x1 conv, so the same rule gives it std sqrt(2 / num_classes);
+            # its bias keeps torch's default, as theirs does.
+            nn.init.normal_(self.head.fc.weight, 0.0, (2.0 / self.head.fc.out_features) ** 0.5)
         restore_block_init(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

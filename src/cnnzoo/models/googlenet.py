@@ -18,7 +18,7 @@ from torch import nn
 from ..layers.attention import AttnLike
 from ..layers.classifier import ClassifierHead
 from ..layers.inception import (AuxClassifier, AuxHeadsMixin, BasicConv, InceptionModule,
-                                init_weights)
+                                init_trunc_normal, init_weights)
 from ..layers.pool import MaxPool2d
 from ..registry import DefaultCfg, ModelCard, register_model
 from .base import ZooNet
@@ -82,7 +82,10 @@ class GoogLeNet(AuxHeadsMixin, ZooNet):
                              for i, m in enumerate(FEATURES)]
         self.num_features = cin
         self.head = ClassifierHead(cin, num_classes, drop_rate=drop_rate)
-        init_weights(self)
+        if attn is None:
+            init_trunc_normal(self, std=0.01)  # torchvision's GoogLeNet, whose layout this is
+        else:
+            init_weights(self)  # attention variants have no reference code: the family's He init
 
 
 register_model(

@@ -21,8 +21,8 @@ from torch import nn
 
 from ..layers.attention import AttnLike, get_attn
 from ..layers.classifier import ClassifierHead
-from ..layers.inception import (AuxClassifier, AuxHeadsMixin, BasicConv, Towers, init_weights,
-                                seq)
+from ..layers.inception import (AuxClassifier, AuxHeadsMixin, BasicConv, Towers,
+                                init_trunc_normal, init_weights, seq)
 from ..layers.pool import AvgPool2d, MaxPool2d
 from ..registry import INCEPTION_MEAN, INCEPTION_STD, DefaultCfg, ModelCard, register_model
 from .base import ZooNet
@@ -132,7 +132,19 @@ class InceptionV3(AuxHeadsMixin, ZooNet):
         self.feature_info = [dict(num_chs=channels[m], reduction=r, module=m) for m, r in FEATURES]
         self.num_features = cin
         self.head = ClassifierHead(cin, num_classes, drop_rate=drop_rate)
-        init_weights(self)
+        if attn is None:
+            self._init_as_reference()
+        else:
+            init_weights(self)  # SE-Inception-v3 has no reference code: the family's He init
+
+    def _init_as_reference(self) -> None:
+        # torchvision's Inception3 = timm's InceptionV3: std 0.1 everywhere, 0.001 for the aux
+        # fc. Both also tag the aux 5x5 conv 0.01, but on its conv-BN wrapper, which their loop
+        # never reaches, so it starts at 0.1 like the rest; so does it here.
+        init_trunc_normal(self, std=0.1)
+        for head in self.aux_heads.values():
+            if isinstance(head.fc, nn.Linear):
+                nn.init.trunc_normal_(head.fc.weight, std=0.001, a=-2.0, b=2.0)
 
 
 def _build(num_classes=1000, in_chans=3, **kwargs):

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..layers.attention import AttnLike
 from ..layers.classifier import ClassifierHead
-from ..layers.inception import BasicConv, Towers, init_weights, seq
+from ..layers.inception import BasicConv, Towers, init_tf_slim, init_weights, seq
 from ..layers.pool import AvgPool2d, MaxPool2d
 from ..registry import INCEPTION_MEAN, INCEPTION_STD, DefaultCfg, ModelCard, register_model
 from .base import ZooNet
@@ -128,7 +128,10 @@ class InceptionV4(ZooNet):
         ]
         self.num_features = 1536
         self.head = ClassifierHead(1536, num_classes, drop_rate=drop_rate)
-        init_weights(self)
+        if attn is None:
+            init_tf_slim(self, he_convs=True)  # TF-slim: inception_v4_arg_scope, He convs
+        else:
+            init_weights(self)  # attention variants have no reference code: the family's He init
 
     def forward_features(self, x):
         return self.stages(self.stem(x))

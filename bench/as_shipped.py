@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 
+# Not imported from peers.py, which imports cnnzoo: timm's process must never load cnnzoo first.
 MODELS = {  # cnnzoo name -> (timm name, input side)
     "resnet50": ("resnet50", 224),
     "mobilenet_v2": ("mobilenetv2_100", 224),

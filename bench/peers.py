@@ -34,8 +34,7 @@ import torch
 from cnnzoo.perf import BenchSettings, count_gmacs, optimize
 from cnnzoo.perf.memory import huge_pages
 from cnnzoo.perf.bench import train_step
-from cnnzoo.perf import timing
-from cnnzoo.perf.timing import race, synchronizer
+from cnnzoo.perf.timing import race, round_ratios, synchronizer
 
 # cnnzoo name -> (timm name, torchvision name, input side).
 PEERS = {
@@ -209,7 +208,7 @@ def main(argv=None) -> int:
                **{f"{k}_ips": round(v, 2) for k, v in ips.items()}}
         # Ratios paired round by round (the median of them, and their range): a variant and
         # timm timed seconds apart, not minutes.
-        vs_timm = {k: timing.round_ratios(per_step, "timm", k, args.steps)
+        vs_timm = {k: round_ratios(per_step, "timm", k, args.steps)
                    for k in ("zoo_eager", "zoo_opt", "zoo_ort") if "timm" in ips and k in ips}
         for k, ratios in vs_timm.items():
             row[f"{k}_vs_timm"] = round(statistics.median(ratios), 3)
@@ -222,7 +221,7 @@ def main(argv=None) -> int:
             results.append((row, 2e9 * gmacs * ips["zoo_opt"]))
         if "tv" in ips and "zoo_eager" in ips:
             row["zoo_eager_vs_tv"] = round(statistics.median(
-                timing.round_ratios(per_step, "tv", "zoo_eager", args.steps)), 3)
+                round_ratios(per_step, "tv", "zoo_eager", args.steps)), 3)
         rows.append(row)
         print("  " + ", ".join(f"{k}={v}" for k, v in row.items()), flush=True)
         del runs

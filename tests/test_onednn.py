@@ -236,3 +236,28 @@ def test_untraceable_modules_are_searched_child_by_child():
 
     fused = _check(Picky(), torch.randn(2, 3, 8, 8), expect=1)
     assert isinstance(fused.body[0], FusedConv2d)
+
+
+def test_only_modules_with_a_conv_left_to_fuse_are_traced(monkeypatch):
+    # Tracing is what fusing costs: a DenseNet's BNs, ReLUs and convs traced one by one took
+    # most of optimize()'s time. The fused result is the same either way (the suite's
+    # family test); what must not come back is the tracing of conv-free subtrees.
+    from cnnzoo.perf import onednn
+
+    traced = []
+    real = onednn._Tracer.trace
+
+    def spy(self, root, *args, **kwargs):
+        traced.append(root)
+        return real(self, root, *args, **kwargs)
+
+    monkeypatch.setattr(onednn._Tracer, "trace", spy)
+    model = create_model("densenet121", num_classes=10).eval()
+    # Every conv ends up one oneDNN call: fused with what follows, or alone on packed weights.
+    fused = _check(model, torch.randn(1, 3, 32, 32),
+                   expect=sum(type(m) is nn.Conv2d for m in model.modules()))
+    assert traced and isinstance(fused, type(model))
+    for root in traced:
+        assert not isinstance(root, (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Identity))
+        assert any(type(m) is nn.Conv2d for m in root.modules()), type(root).__name__
+

@@ -32,6 +32,8 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...] | None = None) -> i
     """
     from torch.utils.flop_counter import FlopCounterMode
 
+    from .meta import meta_norms
+
     if input_size is None:
         input_size = tuple(model.default_cfg.input_size)
     param = next(iter(model.parameters()), None)
@@ -39,7 +41,7 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...] | None = None) -> i
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter, meta_norms(device):
             model(torch.zeros(1, *input_size, device=device))
     finally:
         model.train(was_training)

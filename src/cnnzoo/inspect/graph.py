@@ -20,6 +20,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..layers.pool import STAND_INS, LayerTracer
+from .meta import meta_norms
 
 # How many modules may be turned into leaves before giving up on a model.
 _MAX_RETRIES = 40
@@ -139,7 +140,7 @@ def _trace(model: nn.Module, input_size: tuple[int, ...], atomic: bool) -> Model
 def _propagate_shapes(gm: fx.GraphModule, model: nn.Module, input_size) -> None:
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
-    with torch.no_grad():
+    with torch.no_grad(), meta_norms(device):
         ShapeProp(gm).propagate(torch.zeros(1, *input_size, device=device))
 
 

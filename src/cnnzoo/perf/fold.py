@@ -20,6 +20,7 @@ from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
+from ..layers.deform_conv import DeformConv2d
 from ..layers.norm import BatchNorm2d
 from ..layers.pool import LayerTracer
 
@@ -62,6 +63,18 @@ def _pairs_in_graph(graph: fx.Graph, root: nn.Module) -> list[tuple[str, str]]:
     return pairs
 
 
+class PerfTracer(LayerTracer):
+    """The tracer of the rewrites in perf/: a deformable convolution is one call.
+
+    torchvision's ``deform_conv2d`` checks its arguments' shapes in Python, which fx cannot
+    trace; traced as a whole, the block around it (and the pairs in it) would be lost to the
+    search, and every module above it traced again child by child.
+    """
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, DeformConv2d) or super().is_leaf_module(m, qualname)
+
+
 def search_traced(module: nn.Module, find: Callable[[fx.Graph, nn.Module], list[tuple]],
                   prefix: str = "") -> list[tuple]:
     """``find`` on the graph of ``module``, or of each child where fx cannot trace the whole.
@@ -70,7 +83,7 @@ def search_traced(module: nn.Module, find: Callable[[fx.Graph, nn.Module], list[
     back qualified from the module the search started at.
     """
     try:
-        graph = LayerTracer().trace(module)
+        graph = PerfTracer().trace(module)
     except Exception:  # noqa: BLE001 - any tracing failure means: look one level down
         return [hit for name, child in module.named_children()
                 for hit in search_traced(child, find, f"{prefix}{name}.")]

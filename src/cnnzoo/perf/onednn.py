@@ -25,7 +25,7 @@ import torch
 from torch import fx, nn
 import torch.nn.functional as F
 
-from ..layers.pool import LayerTracer
+from .fold import PerfTracer
 
 
 def available() -> bool:
@@ -277,14 +277,24 @@ def _fuse_graph(gm: fx.GraphModule, real: nn.Module, shapes: dict[int, tuple[int
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
-class _Tracer(LayerTracer):
+class _Tracer(PerfTracer):
     # A conv fused at an outer level is one call in the graphs of the blocks inside it.
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, FusedConv2d) or super().is_leaf_module(m, qualname)
 
 
+def _has_unfused_conv(module: nn.Module) -> bool:
+    if isinstance(module, FusedConv2d):
+        return False
+    return _packable(module) or any(_has_unfused_conv(c) for c in module.children())
+
+
 def _fuse_module(module: nn.Module, shapes: dict[int, tuple[int, ...]],
                  replaceable: bool, input_owned: bool = False) -> tuple[nn.Module, int]:
+    # Tracing is the cost here (a DenseNet has hundreds of modules): a subtree with no conv
+    # left to fuse, or a conv alone, has no pattern in its forward.
+    if _packable(module) or not _has_unfused_conv(module):
+        return module, 0
     try:
         gm = fx.GraphModule(module, _Tracer().trace(module))
     except Exception:  # noqa: BLE001 - any tracing failure means: look one level down

@@ -41,14 +41,15 @@ def test_draw_writes_a_valid_svg_for_each_family(name, tmp_path, capsys):
     assert str(out) in capsys.readouterr().out
 
 
-def test_every_registered_model_traces_into_a_connected_diagram():
-    for name in list_models():
-        view = build_view(meta_graph(name))
-        ios = {b.title: b.id for b in view.boxes.values() if b.kind == "io"}
-        assert set(ios) == {"input", "output"}, name
-        # every box but the input is fed by something: the data flow is connected
-        unfed = set(view.boxes) - {ios["input"]} - {b for _, b in view.edges}
-        assert not unfed, (name, sorted(unfed)[:3])
+# One test per model, so that pytest-xdist spreads them.
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_traces_into_a_connected_diagram(name):
+    view = build_view(meta_graph(name))
+    ios = {b.title: b.id for b in view.boxes.values() if b.kind == "io"}
+    assert set(ios) == {"input", "output"}, name
+    # every box but the input is fed by something: the data flow is connected
+    unfed = set(view.boxes) - {ios["input"]} - {b for _, b in view.edges}
+    assert not unfed, (name, sorted(unfed)[:3])
 
 
 def test_residual_skip_is_an_arrow_around_the_block_into_the_addition():

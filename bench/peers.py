@@ -1,6 +1,7 @@
 """cnnzoo against timm and torchvision, measured in one run on this machine.
 
-For each architecture: cnnzoo eager, cnnzoo ``optimize``d, cnnzoo through ONNX Runtime, timm
+For each architecture: cnnzoo eager, cnnzoo ``optimize``d, cnnzoo through ONNX Runtime
+(``optimize(model, onnxruntime=True)``: the whole batch or micro-batches, as measured), timm
 eager and torchvision eager, with the same batch, resolution, dtype, layout flags and threads.
 The variants take turns, round after round, in a rotating order, so drift (thermal, another
 process waking up) falls on all of them alike; each variant's images/s is from the median of all
@@ -143,12 +144,12 @@ def variants(name: str, args, device: torch.device, x: torch.Tensor) -> dict:
         print(f"  {name} optimised: {opt.report.describe()} {opt.report.timings_ms}", flush=True)
         out["zoo_opt"] = lambda: opt(x)
         if not args.no_ort and device.type == "cpu":
-            from cnnzoo.perf.onnxrt import OrtRunner
-            # From the eager model: ONNX Runtime folds BN itself, and oneDNN-fused calls
-            # (which opt.model may hold) have no ONNX form.
-            runner = OrtRunner(zoo, example=x[:1].contiguous(), threads=args.threads)
-            x_np = x.contiguous().cpu().numpy()
-            out["zoo_ort"] = lambda: runner.run_numpy(x_np)
+            # optimize's ONNX Runtime path: BN folded, the batch sliced where that measured
+            # faster; ONNX Runtime gets torch's thread count.
+            ort = optimize(zoo, example=x, onnxruntime=True)
+            print(f"  {name} onnxruntime: {ort.report.describe()} {ort.report.timings_ms}",
+                  flush=True)
+            out["zoo_ort"] = lambda: ort(x)
     try:
         out["timm"] = eager(timm.create_model(timm_name))
     except Exception as exc:  # noqa: BLE001 - report and go on with the others

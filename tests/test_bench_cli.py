@@ -54,6 +54,14 @@ def test_bench_optimize_and_onnxruntime_backend_say_how_they_ran(tmp_path):
     row = _rows(out)[0]
     assert row["backend"] == "onnxruntime" and float(row["infer_samples_per_sec"]) > 0
     assert row["train_samples_per_sec"] == ""
+    assert main(["bench", "resnet18", "--img-size", "32", "--backend", "onnxruntime",
+                 "--optimize", "-o", str(out), "--force", *TINY, "-b", "4"]) == 0
+    row = _rows(out)[0]
+    how = row["optimized"]
+    assert row["infer_batch_size"] == "4"
+    # Slicing the batch (2 of 4) is measured against the whole: either is right.
+    assert re.fullmatch(r"onnxruntime, optimized: 20 BN folded, NCHW"
+                        r"(, micro-batches of 2)?, onnxruntime", how), how
 
 
 def test_bench_amp_bf16_runs_on_cpu(tmp_path):

@@ -297,6 +297,52 @@ def test_optimize_can_hand_the_model_to_onnxruntime():
     assert isinstance(fast.forward_features(x), torch.Tensor)  # the torch model stays usable
 
 
+
+def _ort_clock(monkeypatch, cost_of_batch, torch_cost=None, model=None):
+    """A clock advanced by each ONNX Runtime run (by its batch) and, if given, each torch run."""
+    from cnnzoo.perf import onnxrt
+    now = [0.0]
+    real = onnxrt.OrtRunner.run_numpy
+
+    def run(self, x):
+        now[0] += cost_of_batch(x.shape[0])
+        return real(self, x)
+    monkeypatch.setattr(onnxrt.OrtRunner, "run_numpy", run)
+    if torch_cost is not None:
+        model.stem.conv.register_forward_pre_hook(
+            lambda *_: now.__setitem__(0, now[0] + torch_cost))
+    return lambda: now[0]
+
+
+@pytest.mark.parametrize("cost, pick", [(lambda b: 1.0 + 0.1 * b, None),  # per call: whole
+                                        (lambda b: b * b, 2)])  # per sample, superlinear
+def test_onnxruntime_slices_the_batch_where_measured_faster(monkeypatch, cost, pick):
+    model = _randomise_bn(create_model("resnet18", num_classes=5))
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+    fast = optimize(model, example=x, channels_last="auto", onnxruntime=True,
+                    clock=_ort_clock(monkeypatch, cost))
+    # Forced, ONNX Runtime races only its own slicings: no torch layout or oneDNN candidate.
+    assert set(fast.report.timings_ms) == {"onnxruntime", "onnxruntime_mb2", "onnxruntime_mb4"}
+    assert fast.report.onnxruntime and fast.report.micro_batch == pick
+    assert fast.report.onednn == 0 and not fast.channels_last
+    torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("ort_cost, expect_ort", [(0.5, True), (5.0, False)])
+def test_auto_onnxruntime_races_the_torch_model_chosen_so_far(monkeypatch, ort_cost, expect_ort):
+    model = _randomise_bn(create_model("resnet18", num_classes=5))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+    clock = _ort_clock(monkeypatch, lambda b: ort_cost, torch_cost=1.0, model=model)
+    fast = optimize(model, example=x, fold_bn=True, channels_last=False, onednn=False,
+                    micro_batch=None, onnxruntime="auto", clock=clock)
+    assert fast.report.onnxruntime is expect_ort
+    assert fast.report.timings_ms == {"folded_nchw": 1000.0, "onnxruntime": 1000 * ort_cost}
+    torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-4)
+
 def test_optimize_rejects_unknown_choices():
     model = create_model("lenet5")
     for kwargs in ({"channels_last": "sometimes"}, {"compile": "maybe"}, {"onnxruntime": 1.5}):

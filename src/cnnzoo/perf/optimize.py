@@ -171,11 +171,13 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
     weights cast once. ``onednn`` (CPU, float32) fuses each convolution with its activation
     and residual add into one oneDNN call on weights packed once (``onednn.py``).
     ``micro_batch`` (an int, None, or 'auto': on a CPU, 2, 4 and 8 measured against the whole
-    batch) runs large batches in slices. The candidates of a choice are timed in turns
-    (``timing.race``), so drift on a shared machine cannot decide it; ``steps`` is the number of
-    rounds, each timing one step of every candidate. The choices and timings are in
-    ``result.report``. The model is copied unless ``inplace=True``, because folding rewrites
-    its weights.
+    batch) runs large batches in slices, through torch or ONNX Runtime alike.
+    ``onnxruntime=True`` hands the model to ONNX Runtime without measuring torch's own
+    choices (layout, oneDNN calls, compile), which it would not use. The candidates of a
+    choice are timed in turns (``timing.race``), so drift on a shared machine cannot decide
+    it; ``steps`` is the number of rounds, each timing one step of every candidate. The
+    choices and timings are in ``result.report``. The model is copied unless
+    ``inplace=True``, because folding rewrites its weights.
     """
     for name, value in (("fold_bn", fold_bn), ("channels_last", channels_last),
                         ("compile", compile), ("onnxruntime", onnxruntime), ("onednn", onednn)):
@@ -187,7 +189,10 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
                          f"got {micro_batch!r}")
     folded = model if inplace else copy.deepcopy(model)
     folded.eval()
-    unfolded = copy.deepcopy(folded) if fold_bn == "auto" else None
+    # ONNX Runtime asked for: torch's own choices (layout, oneDNN calls, compile) would be
+    # measured for nothing; ONNX Runtime folds BatchNorm itself, and lays out its own tensors.
+    ort_only = onnxruntime is True
+    unfolded = copy.deepcopy(folded) if fold_bn == "auto" and not ort_only else None
     report = OptimizeReport()
     if fold_bn:
         report.folded = len(fold_batchnorm(folded))
@@ -202,7 +207,7 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
     except StopIteration:
         device = torch.device("cpu")
     use_onednn = bool(onednn) and amp_dtype is None and device.type == "cpu" and \
-        _onednn.available()
+        _onednn.available() and not ort_only
     if example is None and ("auto" in (fold_bn, channels_last, compile, onnxruntime, micro_batch)
                             or use_onednn or micro_batch is not None):
         example = _example_input(folded, batch_size, device)
@@ -232,7 +237,8 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
     models = {"folded" if report.folded or report.preact else "eager": folded}
     if unfolded is not None:
         models["unfolded"] = unfolded
-    layouts = (False, True) if channels_last == "auto" else (channels_last is True,)
+    layouts = (False,) if ort_only else \
+        (False, True) if channels_last == "auto" else (channels_last is True,)
     choices = {layout_name(k, lay): (k, lay) for k in models for lay in layouts}
     best_ms = None
     if len(choices) > 1:
@@ -257,7 +263,7 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
     # Stage 2, low precision: autocast re-casts every weight on every call; casting the
     # weights once saves that, at the price of pooling and the classifier running in low
     # precision too.
-    if amp_dtype is not None:
+    if amp_dtype is not None and not ort_only:
         cast = wrap(copy.deepcopy(chosen).to(amp_dtype), layout, cast=True)
         cast_ms = measure(best_name + "_cast", cast)
         if cast_ms < baseline():
@@ -282,8 +288,9 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
             if onednn is True:
                 pool = {}  # asked for: the plain model is no candidate
             pool[fused_name] = wrap(m, layout)
-    if micro_batch == "auto":
-        sizes = [m for m in (2, 4, 8) if m < example.shape[0]] if device.type == "cpu" else []
+    sizes = [m for m in (2, 4, 8) if m < example.shape[0]] \
+        if micro_batch == "auto" and device.type == "cpu" else []
+    if not ort_only:
         for whole_name, whole in list(pool.items()):
             for mb in sizes:
                 # Packed weights suit one input size: pack them again for the slice.
@@ -297,7 +304,7 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
         best_name = next(iter(pool))
         best_ms = report.timings_ms.get(best_name)
     best = pool[best_name]
-    if isinstance(micro_batch, int):
+    if isinstance(micro_batch, int) and not ort_only:
         # A size given: slice the chosen model, without measuring.
         m = fused_copy(micro_batch) if best_name == fused_name else best.model
         best = InferenceModel(m, channels_last=best.channels_last, amp_dtype=amp_dtype,
@@ -307,7 +314,7 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
     # Stage 5, compile: always from the folded model, whose conv-bias-activation chains
     # inductor fuses. Freezing (CPU only) lets inductor pre-pack weights for oneDNN, sound
     # here since the weights are frozen.
-    if compile:
+    if compile and not ort_only:
         base = folded if not best.cast else copy.deepcopy(folded).to(amp_dtype)
         _set_layout(base, layout)
         options = {"freezing": True} if compile_backend == "inductor" and \
@@ -319,14 +326,22 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
             best_folded = bool(report.folded or report.preact)
             report.compiled = compile_backend
 
-    # Stage 6, ONNX Runtime (its CPU build, fp32 graphs): 'auto' tries it only there.
-    if onnxruntime is True or (onnxruntime and amp_dtype is None and device.type == "cpu"):
+    # Stage 6, ONNX Runtime (its CPU build, fp32 graphs): 'auto' tries it only there. Its
+    # arena reuses memory, but micro-batches still pay for the depthwise families, whose
+    # activations then stay in cache (mobilenet_v2 and efficientnet_b0 ~20% at batch 16 on
+    # 2 cores); one session serves every slice size. 'auto' races them against the model
+    # chosen so far, in turns.
+    if ort_only or (onnxruntime and amp_dtype is None and device.type == "cpu"):
         from .onnxrt import OrtRunner
         ref = example if example is not None else _example_input(folded, 1, device)
-        ort = wrap(folded, False, runner=OrtRunner(folded, example=ref[:1].contiguous(),
-                                                   device=device))
-        if onnxruntime is True or measure("onnxruntime", ort) < baseline():
-            best, best_folded = ort, bool(report.folded or report.preact)
+        runner = OrtRunner(folded, example=ref[:1].contiguous(), device=device)
+        slices = [micro_batch] if isinstance(micro_batch, int) else [None, *sizes]
+        ort_pool = {"onnxruntime" + (f"_mb{mb}" if mb else ""):
+                    wrap(folded, False, runner=runner, micro_batch=mb) for mb in slices}
+        contest = ort_pool if ort_only else {**ort_pool, best_name: best}
+        name = race_pick(contest)[0] if len(contest) > 1 else next(iter(contest))
+        if name in ort_pool:
+            best, best_folded = ort_pool[name], bool(report.folded or report.preact)
             report.onnxruntime = True
 
     report.channels_last = best.channels_last

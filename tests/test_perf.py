@@ -343,6 +343,23 @@ def test_auto_onnxruntime_races_the_torch_model_chosen_so_far(monkeypatch, ort_c
     assert fast.report.timings_ms == {"folded_nchw": 1000.0, "onnxruntime": 1000 * ort_cost}
     torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-4)
 
+
+@pytest.mark.parametrize("onnxruntime", [True, "auto"])
+def test_onnxruntime_gets_densenet_without_the_pre_activation_fold(monkeypatch, onnxruntime):
+    # Per-channel clamps are no op ONNX Runtime fuses: it runs BN -> ReLU itself, faster.
+    from cnnzoo.perf.preact import ClampPerChannel
+    model = _randomise_bn(create_model("densenet121", num_classes=5))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+    clock = _ort_clock(monkeypatch, lambda b: 0.5, torch_cost=1.0, model=model)
+    fast = optimize(model, example=x, fold_bn=True, channels_last=False, onednn=False,
+                    micro_batch=None, onnxruntime=onnxruntime, clock=clock)
+    assert fast.report.onnxruntime and fast.report.preact == 0 and fast.report.folded > 0
+    assert not any(isinstance(m, ClampPerChannel) for m in fast.model.modules())
+    assert "BN-ReLU" not in fast.report.describe()
+    torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-4)
+
 def test_optimize_rejects_unknown_choices():
     model = create_model("lenet5")
     for kwargs in ({"channels_last": "sometimes"}, {"compile": "maybe"}, {"onnxruntime": 1.5}):

@@ -7,9 +7,10 @@ The variants take turns, round after round, in a rotating order, so drift (therm
 process waking up) falls on all of them alike; each variant's images/s is from the median of all
 its timed steps. Ratios are against timm eager: per round, the two medians of that round, then the
 median over rounds, with the range of the rounds beside it (a range that spans 1.0 is a tie on
-this machine), and their geometric mean over the models. All of them share this process and so
-its allocator: cnnzoo, imported first, gives them all huge pages; bench/as_shipped.py measures
-each library in a process of its own, as shipped.
+this machine), and their geometric mean over the models. Each model's variants share one
+process, a fresh one per model (``--in-process`` for one process in all), and so its allocator:
+cnnzoo, imported first, gives them all huge pages; bench/as_shipped.py measures each library in
+a process of its own, as shipped.
 
 The roofline is the machine's best measured dense throughput: the larger of an fp32 GEMM and a
 large 1x1 convolution in channels_last (oneDNN's fastest path on x86); each model's achieved
@@ -23,9 +24,13 @@ from __future__ import annotations
 import argparse
 import csv
 import gc
+import json
 import math
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import cnnzoo  # before torch, as its users import it: every library here then has huge pages
@@ -66,6 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=3, help="timed steps per variant per round")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before the first round")
     p.add_argument("--csv", default=None, help="also write the table here")
+    p.add_argument("--in-process", action="store_true",
+                   help="every model in this one process (by default each gets its own)")
+    p.add_argument("--row-json", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -174,7 +182,70 @@ def geomean(values: list[float]) -> float:
     return math.exp(sum(map(math.log, values)) / len(values)) if values else float("nan")
 
 
+def measure_model(name: str, args, device: torch.device) -> tuple[dict, float | None]:
+    """One model's row of the table, and the FLOP/s cnnzoo's optimised model reached."""
+    side = cnnzoo.default_cfg(name).input_size[-1] if cnnzoo.is_model(name) else \
+        PEERS.get(name, (None, None, 224))[2]
+    if not cnnzoo.is_model(name):
+        print(f"{name}: not registered in cnnzoo yet; peers only", flush=True)
+    chans = cnnzoo.default_cfg(name).input_size[0] if cnnzoo.is_model(name) else 3
+    x = torch.randn(args.batch_size, chans, side, side, device=device)
+    if args.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    runs = variants(name, args, device, x)
+    per_step = measure(runs, args, device)
+    ips = {k: args.batch_size / statistics.median(v) for k, v in per_step.items()}
+    row = {"model": name, "img_size": side,
+           **{f"{k}_ips": round(v, 2) for k, v in ips.items()}}
+    # Ratios paired round by round (the median of them, and their range): a variant and
+    # timm timed seconds apart, not minutes.
+    vs_timm = {k: round_ratios(per_step, "timm", k, args.steps)
+               for k in ("zoo_eager", "zoo_opt", "zoo_ort") if "timm" in ips and k in ips}
+    for k, ratios in vs_timm.items():
+        row[f"{k}_vs_timm"] = round(statistics.median(ratios), 3)
+        row[f"{k}_vs_timm_range"] = f"{min(ratios):.2f}-{max(ratios):.2f}"
+    best = [row[f"{k}_vs_timm"] for k in ("zoo_opt", "zoo_ort") if k in vs_timm]
+    if best:
+        row["zoo_best_vs_timm"] = max(best)
+    flops = None
+    if cnnzoo.is_model(name) and "zoo_opt" in ips:
+        row["gmacs"] = count_gmacs(cnnzoo.create_model(name).to(device), (chans, side, side))
+        flops = 2e9 * row["gmacs"] * ips["zoo_opt"]
+    if "tv" in ips and "zoo_eager" in ips:
+        row["zoo_eager_vs_tv"] = round(statistics.median(
+            round_ratios(per_step, "tv", "zoo_eager", args.steps)), 3)
+    print("  " + ", ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+    return row, flops
+
+
+def _child_argv(argv: list[str], name: str, out: str) -> list[str]:
+    """This run's arguments for one model alone, its row written to ``out``."""
+    rest, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--models":
+            skip = True
+        elif not a.startswith("--models="):
+            rest.append(a)
+    return [*rest, "--models", name, "--row-json", out]
+
+
+def _isolated(name: str, argv: list[str]) -> tuple[dict, float | None]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "row.json")
+        done = subprocess.run([sys.executable, os.path.abspath(__file__),
+                               *_child_argv(argv, name, out)])
+        if done.returncode != 0 or not os.path.exists(out):
+            print(f"  {name}: its process failed (exit {done.returncode})", flush=True)
+            return {"model": name}, None
+        with open(out) as f:
+            got = json.load(f)
+    return got["row"], got["flops"]
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     device = torch.device(args.device)
     if args.threads:
@@ -182,50 +253,28 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.row_json:  # a child of the run below: one model, its row to the parent
+        row, flops = measure_model(names[0], args, device)
+        with open(args.row_json, "w") as f:
+            json.dump({"row": row, "flops": flops}, f)
+        return 0
     flags = (f"batch {args.batch_size}, {torch.get_num_threads()} threads, {device}, "
              f"{args.amp_dtype if args.amp else 'fp32'}"
              f"{', channels_last' if args.channels_last else ''}")
     print(f"torch {torch.__version__}; {flags}; {huge_pages().describe()}", flush=True)
     dtype = getattr(torch, args.amp_dtype) if args.amp else torch.float32
     peak = roofline(device, dtype, flags)["peak"]
-    results = []
-    rows = []
-    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-        side = cnnzoo.default_cfg(name).input_size[-1] if cnnzoo.is_model(name) else \
-            PEERS.get(name, (None, None, 224))[2]
-        if not cnnzoo.is_model(name):
-            print(f"{name}: not registered in cnnzoo yet; peers only", flush=True)
-        chans = cnnzoo.default_cfg(name).input_size[0] if cnnzoo.is_model(name) else 3
-        x = torch.randn(args.batch_size, chans, side, side, device=device)
-        if args.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        runs = variants(name, args, device, x)
-        per_step = measure(runs, args, device)
-        ips = {k: args.batch_size / statistics.median(v) for k, v in per_step.items()}
-        gmacs = None
-        if cnnzoo.is_model(name):
-            gmacs = count_gmacs(cnnzoo.create_model(name).to(device), (chans, side, side))
-        row = {"model": name, "img_size": side,
-               **{f"{k}_ips": round(v, 2) for k, v in ips.items()}}
-        # Ratios paired round by round (the median of them, and their range): a variant and
-        # timm timed seconds apart, not minutes.
-        vs_timm = {k: round_ratios(per_step, "timm", k, args.steps)
-                   for k in ("zoo_eager", "zoo_opt", "zoo_ort") if "timm" in ips and k in ips}
-        for k, ratios in vs_timm.items():
-            row[f"{k}_vs_timm"] = round(statistics.median(ratios), 3)
-            row[f"{k}_vs_timm_range"] = f"{min(ratios):.2f}-{max(ratios):.2f}"
-        best = [row[f"{k}_vs_timm"] for k in ("zoo_opt", "zoo_ort") if k in vs_timm]
-        if best:
-            row["zoo_best_vs_timm"] = max(best)
-        if gmacs and "zoo_opt" in ips:
-            row["gmacs"] = gmacs
-            results.append((row, 2e9 * gmacs * ips["zoo_opt"]))
-        if "tv" in ips and "zoo_eager" in ips:
-            row["zoo_eager_vs_tv"] = round(statistics.median(
-                round_ratios(per_step, "tv", "zoo_eager", args.steps)), 3)
+    results, rows = [], []
+    for name in names:
+        # A process per model: in one process, a model measured after others ran slower
+        # than alone (efficientnet_b0's eager ratio 0.67 after four models, 1.01-1.15 alone),
+        # so a row would depend on which rows came before it.
+        row, flops = (measure_model(name, args, device) if args.in_process or len(names) == 1
+                      else _isolated(name, argv))
         rows.append(row)
-        print("  " + ", ".join(f"{k}={v}" for k, v in row.items()), flush=True)
-        del runs
+        if flops:
+            results.append((row, flops))
         gc.collect()
     # The roofline again at the end: on a shared machine the best of both is nearer the truth.
     peak = max(peak, roofline(device, dtype, flags + ", again")["peak"])

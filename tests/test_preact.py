@@ -87,15 +87,20 @@ def test_training_mode_is_refused():
         fold_preactivation(nn.Sequential(nn.BatchNorm2d(2), nn.ReLU(), nn.Conv2d(2, 2, 1)))
 
 
-def test_densenet_folds_every_bottleneck_and_transition():
-    torch.manual_seed(0)
-    model = create_model("densenet121", num_classes=10).eval()
+def _random_stats(model: nn.Module) -> None:
+    # Fresh BNs are identities: folding them would prove nothing.
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.normal_(0, 0.1)
             m.running_var.uniform_(0.5, 1.5)
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.normal_(0, 0.1)
+
+
+def test_densenet_folds_every_bottleneck_and_transition():
+    torch.manual_seed(0)
+    model = create_model("densenet121", num_classes=10).eval()
+    _random_stats(model)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         ref = model(x)
@@ -131,12 +136,7 @@ def test_the_bn_after_each_deformable_conv_folds_into_the_1x1_conv_after_it():
 
     torch.manual_seed(0)
     model = create_model("dcn_resnet50", num_classes=10).eval()
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.1)
+    _random_stats(model)
     deform = [n for n, m in model.named_modules() if isinstance(m, DeformConv2d)]
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():

@@ -198,8 +198,10 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
     ort_only = onnxruntime is True
     unfolded = copy.deepcopy(folded) if fold_bn == "auto" and not ort_only else None
     report = OptimizeReport()
+    device = _device_of(folded)
+    # 'auto' tries ONNX Runtime only where it runs its fast kernels: its CPU build, fp32.
     wants_ort = ort_only or (onnxruntime == "auto" and amp_dtype is None
-                             and _device_of(folded).type == "cpu")
+                             and device.type == "cpu")
     for_ort = folded
     if fold_bn:
         report.folded = len(fold_batchnorm(folded))
@@ -215,7 +217,6 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
     for m in (folded, unfolded):
         for p in (m.parameters() if m is not None else ()):
             p.requires_grad_(False)
-    device = _device_of(folded)
     use_onednn = bool(onednn) and amp_dtype is None and device.type == "cpu" and \
         _onednn.available() and not ort_only
     if example is None and ("auto" in (fold_bn, channels_last, compile, onnxruntime, micro_batch)
@@ -336,12 +337,11 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
             best_folded = bool(report.folded or report.preact)
             report.compiled = compile_backend
 
-    # Stage 6, ONNX Runtime (its CPU build, fp32 graphs): 'auto' tries it only there. Its
-    # arena reuses memory, but micro-batches still pay for the depthwise families, whose
-    # activations then stay in cache (mobilenet_v2 and efficientnet_b0 ~20% at batch 16 on
-    # 2 cores); one session serves every slice size. 'auto' races them against the model
-    # chosen so far, in turns.
-    if ort_only or (onnxruntime and amp_dtype is None and device.type == "cpu"):
+    # Stage 6, ONNX Runtime. Its arena reuses memory, but micro-batches still pay for the
+    # depthwise families, whose activations then stay in cache (mobilenet_v2 and
+    # efficientnet_b0 ~20% at batch 16 on 2 cores); one session serves every slice size.
+    # 'auto' races them against the model chosen so far, in turns.
+    if wants_ort:
         from .onnxrt import OrtRunner
         ref = example if example is not None else _example_input(folded, 1, device)
         runner = OrtRunner(for_ort, example=ref[:1].contiguous(), device=device)

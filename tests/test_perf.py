@@ -256,6 +256,30 @@ def test_optimize_keeps_batchnorm_where_measured_faster_unfolded():
         torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("amp_dtype", [None, torch.bfloat16], ids=["fp32", "bf16"])
+def test_optimize_folds_unmeasured_where_onednn_fusion_follows(amp_dtype):
+    # On a CPU in float32 the unfolded model would lose every conv-activation fusion, so it
+    # is not raced; in bf16 (no oneDNN stage) folding stays a measured choice. The clock
+    # makes unfolded steps 10x cheaper: raced, they would win.
+    model = _randomise_bn(create_model("resnet18", num_classes=5))
+    running = {}
+    model.stem.conv.register_forward_pre_hook(
+        lambda conv, _: running.update(folded=conv.bias is not None))
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 10.0 if running.get("folded") else 1.0
+        return now[0]
+    x = torch.randn(2, 3, 32, 32)
+    fast = optimize(model, example=x, fold_bn="auto", channels_last=False, micro_batch=None,
+                    amp_dtype=amp_dtype, clock=clock)
+    unfolded_raced = any(k.startswith("unfolded") for k in fast.report.timings_ms)
+    fused = amp_dtype is None and onednn_available()
+    assert unfolded_raced is not fused
+    assert (fast.report.folded == 20) is fused
+    assert ("folded_nchw_onednn" in fast.report.timings_ms) is fused
+
+
 def test_optimize_compile_path_runs_and_keeps_outputs():
     model = _randomise_bn(create_model("lenet5"))
     x = torch.randn(2, 1, 32, 32)

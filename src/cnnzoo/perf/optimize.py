@@ -171,6 +171,8 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
     the model's default input size) and keeps the fastest; True forces it. Folding is a choice
     too because it does not always pay: on an H100 in bf16, cuDNN's conv-with-bias ran resnet50
     about 10% slower than conv + BatchNorm, while compiled, the folded model was the fastest.
+    Where ``onednn`` fuses (CPU, float32) 'auto' folds without measuring, since the fusion
+    needs the BatchNorm gone.
     ``amp_dtype`` (bfloat16, float16) runs in lower precision and measures autocast against
     weights cast once. ``onednn`` (CPU, float32) fuses each convolution with its activation
     and residual add into one oneDNN call on weights packed once (``onednn.py``).
@@ -196,9 +198,15 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
     # ONNX Runtime asked for: torch's own choices (layout, oneDNN calls, compile) would be
     # measured for nothing; ONNX Runtime folds BatchNorm itself, and lays out its own tensors.
     ort_only = onnxruntime is True
-    unfolded = copy.deepcopy(folded) if fold_bn == "auto" and not ort_only else None
     report = OptimizeReport()
     device = _device_of(folded)
+    use_onednn = bool(onednn) and amp_dtype is None and device.type == "cpu" and \
+        _onednn.available() and not ort_only
+    # Where oneDNN fusion follows, the unfolded model is no real candidate: a BatchNorm between
+    # a conv and its activation is a fusion lost. Raced anyway on 2 shared cores, it won by
+    # noise (resnet50, mobilenet_v3_large), then ran slower than folded when measured again.
+    unfolded = copy.deepcopy(folded) if fold_bn == "auto" and not ort_only and \
+        not use_onednn else None
     # 'auto' tries ONNX Runtime only where it runs its fast kernels: its CPU build, fp32.
     wants_ort = ort_only or (onnxruntime == "auto" and amp_dtype is None
                              and device.type == "cpu")
@@ -217,8 +225,6 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
     for m in (folded, unfolded):
         for p in (m.parameters() if m is not None else ()):
             p.requires_grad_(False)
-    use_onednn = bool(onednn) and amp_dtype is None and device.type == "cpu" and \
-        _onednn.available() and not ort_only
     if example is None and ("auto" in (fold_bn, channels_last, compile, onnxruntime, micro_batch)
                             or use_onednn or micro_batch is not None):
         example = _example_input(folded, batch_size, device)

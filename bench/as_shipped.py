@@ -1,11 +1,11 @@
 """cnnzoo eager against timm eager, each run as its users run it: in a fresh process of its own.
 
 ``bench/peers.py`` runs every library in one process, so whatever the process has, they all
-share. One thing differs between the libraries as shipped: ``import cnnzoo`` asks torch's CPU
-allocator for transparent huge pages (see ``cnnzoo/__init__.py``), ``import timm`` does not.
-Here each model runs in a new process per round, cnnzoo's and timm's alternating, same batch,
+share. What differs between the libraries as shipped is memory: ``import cnnzoo`` asks torch's
+CPU allocator for transparent huge pages and fixes glibc's heap thresholds (see
+``cnnzoo/__init__.py``), ``import timm`` does neither. Here each model runs in a new process per round, cnnzoo's and timm's alternating, same batch,
 resolution, threads and timm's own model; the ratio is the median over rounds of the paired
-ratios, with their range. ``--same-allocator`` gives timm's process huge pages too, which shows
+ratios, with their range. ``--same-allocator`` gives timm's process both too, which shows
 the models alone (it should agree with peers.py).
 
     PYTHONPATH=src python bench/as_shipped.py --threads 2
@@ -42,6 +42,8 @@ def child(spec: dict) -> None:
         import timm
         import torch
         model = timm.create_model(MODELS.get(spec["model"], (spec["model"], 224))[0])
+        if spec.get("same_allocator"):
+            import cnnzoo  # noqa: F401 - after torch: its heap thresholds, not its models
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
     side = MODELS.get(spec["model"], (None, 224))[1]
@@ -54,9 +56,9 @@ def child(spec: dict) -> None:
             model(x)
             if i >= spec["warmup"]:
                 times.append(time.perf_counter() - t)
-    from cnnzoo.perf.memory import torch_asks_for_huge_pages
+    from cnnzoo.perf.memory import heap_kept, torch_asks_for_huge_pages
     print(json.dumps({"seconds": statistics.median(times),
-                      "huge_pages": torch_asks_for_huge_pages()}))
+                      "huge_pages": torch_asks_for_huge_pages(), "heap_kept": heap_kept()}))
 
 
 def run_child(spec: dict, same_allocator: bool) -> dict:
@@ -81,13 +83,14 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--same-allocator", action="store_true",
-                   help="give timm's process huge pages too")
+                   help="give timm's process huge pages and cnnzoo's heap thresholds too")
     args = p.parse_args(argv)
     if args.child:
         child(json.loads(args.child))
         return 0
     ratios_all = []
-    print("| model | cnnzoo s/step | timm s/step | cnnzoo/timm | range | huge pages cnnzoo, timm |")
+    print("| model | cnnzoo s/step | timm s/step | cnnzoo/timm | range | "
+          "huge pages, heap kept: cnnzoo; timm |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         spec = {"model": name, "batch": args.batch_size, "threads": args.threads,
@@ -95,13 +98,15 @@ def main(argv=None) -> int:
         zoo, peer, ratios = [], [], []
         for r in range(args.rounds):
             order = ("cnnzoo", "timm") if r % 2 == 0 else ("timm", "cnnzoo")
-            got = {lib: run_child({**spec, "lib": lib}, args.same_allocator) for lib in order}
+            got = {lib: run_child({**spec, "lib": lib, "same_allocator": args.same_allocator},
+                                  args.same_allocator) for lib in order}
             zoo.append(got["cnnzoo"]["seconds"])
             peer.append(got["timm"]["seconds"])
             ratios.append(got["timm"]["seconds"] / got["cnnzoo"]["seconds"])
         ratio = statistics.median(ratios)
         ratios_all.append(ratio)
-        pages = f"{got['cnnzoo']['huge_pages']}, {got['timm']['huge_pages']}"
+        pages = "; ".join(f"{got[lib]['huge_pages']}, {got[lib]['heap_kept']}"
+                          for lib in ("cnnzoo", "timm"))
         print(f"| {name} | {statistics.median(zoo):.3f} | {statistics.median(peer):.3f} | "
               f"{ratio:.3f} | {min(ratios):.2f}-{max(ratios):.2f} | {pages} |", flush=True)
     geo = statistics.geometric_mean(ratios_all)

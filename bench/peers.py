@@ -9,8 +9,8 @@ its timed steps. Ratios are against timm eager: per round, the two medians of th
 median over rounds, with the range of the rounds beside it (a range that spans 1.0 is a tie on
 this machine), and their geometric mean over the models. Each model's variants share one
 process, a fresh one per model (``--in-process`` for one process in all), and so its allocator:
-cnnzoo, imported first, gives them all huge pages; bench/as_shipped.py measures each library in
-a process of its own, as shipped.
+cnnzoo, imported first, gives them all huge pages and its glibc heap thresholds;
+bench/as_shipped.py measures each library in a process of its own, as shipped.
 
 The roofline is the machine's best measured dense throughput: the larger of an fp32 GEMM and a
 large 1x1 convolution in channels_last (oneDNN's fastest path on x86); each model's achieved
@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 
-import cnnzoo  # before torch, as its users import it: every library here then has huge pages
+import cnnzoo  # before torch, as its users import it: every library here then has its allocator
 
 import torch
 

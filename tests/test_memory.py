@@ -61,3 +61,49 @@ def test_huge_pages_take_effect_where_the_kernel_lets_them():
     assert not HugePages(torch=True, system="never").in_effect
     assert "on" in HugePages(torch=True, system="madvise").describe()
     assert HugePages(torch=True, system=None).describe() == "huge pages: not on this system"
+
+
+# After a warm-up, make and fill a 12 MiB tensor (a ResNet activation at batch 4) ten times:
+# the page faults it took, and whether the heap thresholds were set.
+_HEAP_PROBE = """
+import resource
+import cnnzoo, torch
+from cnnzoo.perf.memory import heap_kept
+for _ in range(3):
+    torch.empty(3 << 20).fill_(1.0)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    torch.empty(3 << 20).fill_(1.0)
+print(heap_kept(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _heap_probe(**env: str) -> tuple[str, int]:
+    clean = {k: v for k, v in os.environ.items() if k != "CNNZOO_KEEP_HEAP"}
+    done = subprocess.run([sys.executable, "-c", _HEAP_PROBE], env={**clean, **env},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    kept, faults = done.stdout.split()
+    return kept, int(faults)
+
+
+def test_importing_cnnzoo_keeps_the_heap_so_a_tensor_reuses_its_pages():
+    import platform
+    kept, faults = _heap_probe()
+    if platform.libc_ver()[0] != "glibc":
+        assert kept == "False"  # mallopt is glibc's: nothing set elsewhere
+        return
+    assert kept == "True"
+    # 12 MiB in new 4 KiB pages is 3072 faults a tensor; reused memory takes none. A few
+    # stray ones (the interpreter's own) are allowed.
+    assert faults < 100, faults
+    assert _heap_probe(CNNZOO_KEEP_HEAP="0")[0] == "False"  # the user's word stands
+
+
+def test_keeping_the_heap_changes_no_bit():
+    assert _probe("import cnnzoo")[2] == _probe("import cnnzoo", CNNZOO_KEEP_HEAP="0")[2]
+
+
+def test_the_description_says_the_heap_is_kept():
+    assert "heap kept" in HugePages(torch=True, system="madvise", heap=True).describe()
+    assert "heap" not in HugePages(torch=True, system="madvise").describe()

@@ -10,6 +10,12 @@ import sys as _sys
 if "torch" not in _sys.modules:
     _os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
+from .perf.memory import keep_heap as _keep_heap
+
+# glibc's heap thresholds fixed where its adaptive ones fail torch (perf/memory.py); any time
+# will do, unlike huge pages. CNNZOO_KEEP_HEAP=0 leaves them alone.
+_keep_heap()
+
 from .registry import (DefaultCfg, ModelCard, create_model, default_cfg, is_model, list_models,
                        model_card, register_model)
 

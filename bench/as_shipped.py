@@ -3,10 +3,11 @@
 ``bench/peers.py`` runs every library in one process, so whatever the process has, they all
 share. What differs between the libraries as shipped is memory: ``import cnnzoo`` asks torch's
 CPU allocator for transparent huge pages and fixes glibc's heap thresholds (see
-``cnnzoo/__init__.py``), ``import timm`` does neither. Here each model runs in a new process per round, cnnzoo's and timm's alternating, same batch,
-resolution, threads and timm's own model; the ratio is the median over rounds of the paired
-ratios, with their range. ``--same-allocator`` gives timm's process both too, which shows
-the models alone (it should agree with peers.py).
+``cnnzoo/__init__.py``), ``import timm`` does neither. Here each model runs in a new process
+per round, cnnzoo's and timm's alternating, same batch, resolution, threads and timm's own
+model; the ratio is the median over rounds of the paired ratios, with their range.
+``--same-allocator`` gives timm's process both too, which shows the models alone (it should
+agree with peers.py).
 
     PYTHONPATH=src python bench/as_shipped.py --threads 2
 """
@@ -42,7 +43,7 @@ def child(spec: dict) -> None:
         import timm
         import torch
         model = timm.create_model(MODELS.get(spec["model"], (spec["model"], 224))[0])
-        if spec.get("same_allocator"):
+        if spec["same_allocator"]:
             import cnnzoo  # noqa: F401 - after torch: its heap thresholds, not its models
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
@@ -61,10 +62,10 @@ def child(spec: dict) -> None:
                       "huge_pages": torch_asks_for_huge_pages(), "heap_kept": heap_kept()}))
 
 
-def run_child(spec: dict, same_allocator: bool) -> dict:
+def run_child(spec: dict) -> dict:
     env = dict(os.environ)
     env.pop("THP_MEM_ALLOC_ENABLE", None)  # each library's own default
-    if same_allocator:
+    if spec["same_allocator"]:
         env["THP_MEM_ALLOC_ENABLE"] = "1"
     src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
@@ -94,12 +95,11 @@ def main(argv=None) -> int:
     print("| --- | --- | --- | --- | --- | --- |")
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         spec = {"model": name, "batch": args.batch_size, "threads": args.threads,
-                "steps": args.steps, "warmup": args.warmup}
+                "steps": args.steps, "warmup": args.warmup, "same_allocator": args.same_allocator}
         zoo, peer, ratios = [], [], []
         for r in range(args.rounds):
             order = ("cnnzoo", "timm") if r % 2 == 0 else ("timm", "cnnzoo")
-            got = {lib: run_child({**spec, "lib": lib, "same_allocator": args.same_allocator},
-                                  args.same_allocator) for lib in order}
+            got = {lib: run_child({**spec, "lib": lib}) for lib in order}
             zoo.append(got["cnnzoo"]["seconds"])
             peer.append(got["timm"]["seconds"])
             ratios.append(got["timm"]["seconds"] / got["cnnzoo"]["seconds"])

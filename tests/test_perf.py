@@ -384,6 +384,7 @@ def test_onnxruntime_gets_densenet_without_the_pre_activation_fold(monkeypatch, 
     assert "BN-ReLU" not in fast.report.describe()
     torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-4)
 
+
 def test_optimize_rejects_unknown_choices():
     model = create_model("lenet5")
     for kwargs in ({"channels_last": "sometimes"}, {"compile": "maybe"}, {"onnxruntime": 1.5}):

@@ -11,7 +11,7 @@ from cnnzoo.engine import TrainConfig, compute_loss, train
 from cnnzoo.engine.checkpoint import load_checkpoint, save_weights
 from cnnzoo.engine.distributed import DistInfo
 from cnnzoo.engine.freeze import freeze
-from cnnzoo.engine.optim import build_optimizer, lr_factor
+from cnnzoo.engine.optim import build_optimizer, fast_optimizer, lr_factor
 from cnnzoo.errors import WeightsError
 from cnnzoo.registry import create_model
 from cnnzoo.weights.io import load_state_dict
@@ -131,6 +131,56 @@ def test_norms_and_biases_get_no_weight_decay():
     decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     for name, p in model.named_parameters():
         assert (id(p) in decayed) == (p.ndim > 1), name
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_sgd_and_adamw_step_on_the_fused_kernel_and_match_the_plain_update(name):
+    def net():
+        # Smooth, so no gradient sits near zero, where Adam's g / sqrt(v) turns any two
+        # roundings of it into different steps (resnet18's ReLUs: 3e-6 apart at lr=1e-3).
+        return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16),
+                                   torch.nn.Tanh(), torch.nn.Linear(16, 4))
+
+    torch.manual_seed(0)
+    model, twin = net(), net()
+    twin.load_state_dict(model.state_dict())
+    fused = build_optimizer(model, name, lr=0.05, weight_decay=1e-2, nesterov=True)
+    assert all(g["fused"] for g in fused.param_groups) and len(fused.param_groups) == 2
+    # The same groups over the twin's parameters, on torch's plain per-tensor loop.
+    twin_of = {id(p): q for p, q in zip(model.parameters(), twin.parameters())}
+    groups = [{**{k: v for k, v in g.items() if k not in ("params", "fused", "foreach")},
+               "params": [twin_of[id(p)] for p in g["params"]]} for g in fused.param_groups]
+    plain = type(fused)(groups, foreach=False)
+    x, y = torch.randn(32, 8), torch.randint(0, 4, (32,))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    for _ in range(3):  # later steps read the momentum / moments the first one wrote
+        for m, opt in ((model, fused), (twin, plain)):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(m(x), y).backward()
+            opt.step()
+    for (key, a), b in zip(model.state_dict().items(), twin.state_dict().values()):
+        assert not torch.equal(a, start[key]), key  # it did step
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_fast_optimizer_falls_back_where_fused_is_refused_or_unsafe():
+    class NoFusedHere(torch.optim.SGD):
+        def __init__(self, params, fused=None, **kw):
+            if fused:
+                raise RuntimeError("no fused kernel for this device")
+            super().__init__(params, **kw)
+
+    p = torch.nn.Parameter(torch.randn(3))
+    assert not NoFusedHere([p], fused=False, lr=0.1).defaults.get("fused")
+    opt = fast_optimizer(NoFusedHere, [{"params": [p]}], lr=0.1)
+    assert type(opt) is NoFusedHere and not opt.defaults.get("fused")
+    # fp16 loss scaling on a CPU keeps the plain step (see fast_optimizer's docstring).
+    assert not fast_optimizer(torch.optim.SGD, [{"params": [p]}], scaled=True,
+                              lr=0.1).defaults.get("fused")
+    assert fast_optimizer(torch.optim.SGD, [{"params": [p]}], lr=0.1).defaults["fused"]
+    # RMSprop has no fused kernel in torch: built plain, and it still steps.
+    rms = build_optimizer(torch.nn.Linear(2, 2), "rmsprop", lr=0.1)
+    assert not rms.defaults.get("fused")
 
 
 def test_warmup_then_cosine_reaches_zero():

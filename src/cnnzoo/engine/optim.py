@@ -4,9 +4,11 @@ Weight decay skips norm weights and biases (every one-dimensional parameter): de
 BatchNorm scale only fights the normalisation, as Goyal et al. 2017 ("ImageNet in 1 hour") and
 every recipe since note. Schedules are per step with an optional linear warmup, so they work the
 same for any number of steps per epoch and resume from the scheduler's ``last_epoch``.
+The update runs on torch's fused kernel where it has one (SGD, AdamW), on CPU and GPU alike.
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -28,19 +30,45 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return groups
 
 
+def fast_optimizer(cls: type[torch.optim.Optimizer], groups: list[dict], *,
+                   scaled: bool = False, **kwargs) -> torch.optim.Optimizer:
+    """``cls(groups, **kwargs)`` on the fastest update torch has for the parameters' device.
+
+    Fused where the class has it: the whole update is one kernel over every tensor, where the
+    default walks the parameters in Python, several small ops each (resnet50 has 161 tensors).
+    Otherwise foreach off the CPU (one op per update step over all tensors; on a CPU it is the
+    same loop). Not fused on a CPU under fp16 loss scaling: in torch 2.14 the fused CPU SGD step
+    that follows a skipped (overflowed) step turned resnet18's weights to inf where the plain
+    one did not. The math is the same update; only the rounding order may differ.
+    """
+    params = [p for g in groups for p in g["params"]]
+    device = params[0].device if params else torch.device("cpu")
+    accepted = inspect.signature(cls).parameters
+    if "fused" in accepted and not (scaled and device.type == "cpu"):
+        try:
+            return cls(groups, fused=True, **kwargs)
+        except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
+            pass
+    if "foreach" in accepted and device.type != "cpu":
+        return cls(groups, foreach=True, **kwargs)
+    return cls(groups, **kwargs)
+
+
 def build_optimizer(model: nn.Module, name: str, *, lr: float, weight_decay: float = 0.0,
                     momentum: float = 0.9, nesterov: bool = False) -> torch.optim.Optimizer:
     """Every parameter is given to the optimizer, frozen or not: ``--unfreeze-at`` then needs no
     new optimizer, and frozen ones (``grad is None``) are skipped by every step."""
     groups = param_groups(model, weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
+        return fast_optimizer(torch.optim.SGD, groups, lr=lr, momentum=momentum,
+                              nesterov=nesterov and momentum > 0)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
+        return fast_optimizer(torch.optim.AdamW, groups, lr=lr)
     if name == "rmsprop":
         # EfficientNet (Tan & Le 2019, Section 5.2): RMSProp with decay 0.9 and momentum 0.9; TF's
         # epsilon of 1e-3 sits inside the square root there, outside here (torch's RMSprop).
-        return torch.optim.RMSprop(groups, lr=lr, alpha=0.9, eps=1e-3, momentum=momentum)
+        return fast_optimizer(torch.optim.RMSprop, groups, lr=lr, alpha=0.9, eps=1e-3,
+                              momentum=momentum)
     raise CnnzooError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
 
 

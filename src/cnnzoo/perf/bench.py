@@ -11,7 +11,6 @@ sync (and the loss-scale check of fp16 AMP, which cannot be avoided).
 from __future__ import annotations
 
 import contextlib
-import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..engine.optim import fast_optimizer
 from ..errors import CnnzooError
 from .optimize import optimize as optimize_model
 from .timing import Clock, synchronizer, time_steps
@@ -164,20 +164,10 @@ def benchmark_inference(model: nn.Module, settings: BenchSettings, input_size, *
     return _result("infer", per_step, wall, settings, input_size[-1]), how
 
 
-def _optimizer(model: nn.Module, device: torch.device,
-               scaled: bool = False) -> torch.optim.Optimizer:
+def _optimizer(model: nn.Module, scaled: bool = False) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
-    kwargs = dict(lr=1e-4, momentum=0.9)
-    # One fused kernel for the whole update instead of one small op per tensor. Not on the CPU
-    # under fp16 loss scaling: in torch 2.14 the fused CPU SGD step that follows a skipped
-    # (overflowed) step turned resnet18's weights to inf where the plain one did not.
-    fused_ok = "fused" in inspect.signature(torch.optim.SGD).parameters
-    if fused_ok and not (scaled and device.type == "cpu"):
-        try:
-            return torch.optim.SGD(params, fused=True, **kwargs)
-        except RuntimeError:
-            pass
-    return torch.optim.SGD(params, foreach=device.type != "cpu", **kwargs)
+    return fast_optimizer(torch.optim.SGD, [{"params": params}], scaled=scaled, lr=1e-4,
+                          momentum=0.9)
 
 
 def grad_scaler(settings: BenchSettings) -> torch.amp.GradScaler:
@@ -194,7 +184,7 @@ def train_step(model: nn.Module, settings: BenchSettings,
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
     scaler = grad_scaler(settings)
-    optimizer = _optimizer(model, device, scaled=scaler.is_enabled())
+    optimizer = _optimizer(model, scaled=scaler.is_enabled())
     net = torch.compile(model) if settings.compile else model
     num_classes = getattr(model, "num_classes", 0) or 1000
     target = torch.randint(0, num_classes, (x.shape[0],), device=device)

@@ -456,6 +456,25 @@ def test_micro_batches_join_tensors_and_tuples_as_the_whole_batch_would():
     assert type(outs).__name__ == "InceptionOutputs" and outs.logits.shape == (2, 4)
 
 
+def test_micro_batches_slice_the_body_and_run_the_head_once_on_the_whole_batch():
+    model = create_model("vgg11", num_classes=5).eval()
+    seen = []
+    model.head.fc.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[0]))
+    x = torch.randn(7, 3, 32, 32)  # VGG's adaptive pool takes any size
+    with torch.no_grad():
+        expect = model(x)
+    seen.clear()
+    got = InferenceModel(model, micro_batch=2)(x)
+    assert seen == [7]  # one call with every sample, not four
+    torch.testing.assert_close(got, expect, rtol=1e-5, atol=1e-5)
+    # A model whose forward need not be head(features) is sliced whole.
+    plain = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.Linear(2 * 30 * 30, 3)).eval()
+    sizes = []
+    plain[2].register_forward_hook(lambda mod, args, out: sizes.append(args[0].shape[0]))
+    InferenceModel(plain, micro_batch=2)(x)
+    assert sizes == [2, 2, 2, 1]
+
+
 def test_optimize_picks_the_micro_batch_the_clock_says_is_fastest():
     # Each forward costs what the hook says for the batch it sees; the clock reads the total.
     for cost, expect in ((lambda b: 1.0 + 0.1 * b, None), (lambda b: 0.1 * b * b, 2)):

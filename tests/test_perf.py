@@ -454,6 +454,9 @@ def test_micro_batches_join_tensors_and_tuples_as_the_whole_batch_would():
     googlenet = create_model("googlenet", aux_logits=True, num_classes=4).train()
     outs = InferenceModel(googlenet, micro_batch=1)._in_pieces(googlenet, torch.randn(2, 3, 64, 64))
     assert type(outs).__name__ == "InceptionOutputs" and outs.logits.shape == (2, 4)
+    # Called whole, a training-mode model keeps its aux outputs: its head is not split off.
+    outs = InferenceModel(googlenet, micro_batch=1)(torch.randn(2, 3, 64, 64))
+    assert type(outs).__name__ == "InceptionOutputs" and outs.logits.shape == (2, 4)
 
 
 def test_micro_batches_slice_the_body_and_run_the_head_once_on_the_whole_batch():

@@ -114,8 +114,10 @@ class InferenceModel(nn.Module):
         # Only the body is sliced where the model's own forward is the contract's
         # head(features): a classifier reads all its weights once per call, however few
         # samples it gets, so in slices vgg16's 0.5 GB of fc weights were read 8 times a batch.
+        # (In training mode a model with aux heads returns more than the head does.)
         return (self.micro_batch is not None and x.dim() > 0 and x.shape[0] > self.micro_batch
-                and self._run is self.model and isinstance(self.model, ZooNet))
+                and self._run is self.model and isinstance(self.model, ZooNet)
+                and not self.model.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), self._context(x):

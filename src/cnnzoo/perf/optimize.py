@@ -69,7 +69,8 @@ class InferenceModel(nn.Module):
     with weights converted once (no per-call weight casts) and inputs cast on the way in.
     ``micro_batch`` runs a larger batch that many samples at a time: every sample is computed
     alone anyway in inference, and smaller activations stay in cache and in memory the
-    allocator already holds, where a whole batch's are fresh pages each call.
+    allocator already holds, where a whole batch's are fresh pages each call. For a cnnzoo
+    model in eval mode only the body is sliced; its head runs once on the whole batch.
     """
 
     def __init__(self, model: nn.Module, *, channels_last: bool = False,

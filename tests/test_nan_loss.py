@@ -57,3 +57,18 @@ def test_nan_loss_before_any_checkpoint_says_none_was_written(tmp_path, monkeypa
     err = capsys.readouterr().err.strip()
     assert "epoch 1, step 1" in err and "no checkpoint had been written yet" in err, err
     assert not (run / "last.safetensors").exists()
+
+
+def test_with_reads_every_few_steps_the_first_bad_step_is_named_and_no_bad_checkpoint_written(
+        tmp_path, monkeypatch, capsys):
+    # Off a CPU the loss is read every few steps; the step named is the one that went bad, and a
+    # --save-every checkpoint due after it is not written from the poisoned weights.
+    run = tmp_path / "run"
+    monkeypatch.setattr(trainer_mod, "sync_every", lambda device: 3)
+    _poison_loss_at(monkeypatch, STEPS + 1, math.nan)  # epoch 2, step 1; read at step 2
+    assert main([*ARGS, "--save-every", "2", "-o", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "loss became NaN at epoch 2, step 1" in err, err
+    meta = read_metadata(run / "last.safetensors")
+    assert (meta["epoch"], meta.get("step", "0")) == ("1", "0")
+    assert all(torch.isfinite(t).all() for t in load_state_dict(run / "last.safetensors").values())

@@ -86,8 +86,12 @@ def all_sum(info: DistInfo, values: list[float]) -> list[float]:
 
 
 def all_sum_tensor(info: DistInfo, t: torch.Tensor) -> torch.Tensor:
-    if info.enabled:
-        t = t.clone()
-        dist.all_reduce(t)
-    return t
+    """Sum over all processes, on the tensor's own device. NCCL reduces only CUDA tensors, so
+    a CPU tensor makes the trip to this process's GPU and back."""
+    if not info.enabled:
+        return t
+    where = info.device if info.device.type == "cuda" else torch.device("cpu")
+    out = t.to(where, copy=True)
+    dist.all_reduce(out)
+    return out.to(t.device)
 

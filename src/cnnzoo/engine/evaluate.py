@@ -45,11 +45,13 @@ def autocast(device: torch.device, amp: str | None):
 def evaluate(model: nn.Module, loader, num_classes: int, *, device: torch.device,
              dist_info: DistInfo | None = None, amp: str | None = None,
              channels_last: bool = False) -> EvalResult:
-    """Scores every image once; under DDP each rank scores its shard and the sums are reduced."""
+    """Scores every image once; under DDP each rank scores its shard and the sums are reduced.
+
+    Each batch's sums stay on the device and are read once at the end: reading them batch by
+    batch would make the host wait for the device before it can queue the next batch.
+    """
     model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    top5 = torch.zeros((), dtype=torch.float64)
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    losses, hits5, labels_seen, preds = [], [], [], []
     k = min(5, num_classes)
     for images, labels in loader:
         images = images.to(device, non_blocking=True)
@@ -58,11 +60,20 @@ def evaluate(model: nn.Module, loader, num_classes: int, *, device: torch.device
         labels = labels.to(device)
         with autocast(device, amp):
             logits = logits_of(model(images)).float()
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum").double().cpu()
-        top5 += (logits.topk(k, 1).indices == labels[:, None]).any(1).sum().double().cpu()
-        pred = logits.argmax(1)
-        confusion += torch.bincount((labels * num_classes + pred).cpu(),
-                                    minlength=num_classes ** 2).view(num_classes, num_classes)
+        losses.append(F.cross_entropy(logits, labels, reduction="sum"))
+        hits5.append((logits.topk(k, 1).indices == labels[:, None]).any(1).sum())
+        labels_seen.append(labels)
+        preds.append(logits.argmax(1))
+    # Python floats are float64: the batch sums add up in batch order as they always did.
+    loss_sum = torch.tensor(sum(torch.stack(losses).tolist()) if losses else 0.0,
+                            dtype=torch.float64)
+    top5 = torch.tensor(float(sum(torch.stack(hits5).tolist())) if hits5 else 0.0,
+                        dtype=torch.float64)
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    if labels_seen:
+        pairs = (torch.cat(labels_seen) * num_classes + torch.cat(preds)).cpu()
+        confusion += torch.bincount(pairs, minlength=num_classes ** 2).view(num_classes,
+                                                                            num_classes)
     if dist_info is not None:
         loss_sum = all_sum_tensor(dist_info, loss_sum)
         top5 = all_sum_tensor(dist_info, top5)

@@ -57,6 +57,16 @@ def compute_loss(output, labels: torch.Tensor, criterion, aux_weights) -> torch.
     return loss
 
 
+# Steps between host reads of the loss and accuracy off a CPU. Each read waits until the device
+# has run everything queued; reading every step would keep the host from queueing the next step
+# while the device runs this one. On a CPU nothing is queued, so the bar moves every step there.
+SYNC_STEPS = 16
+
+
+def sync_every(device: torch.device) -> int:
+    return 1 if device.type == "cpu" else SYNC_STEPS
+
+
 class TrainingDiverged(CnnzooError):
     """The loss became NaN or infinite; the run stops with its last good checkpoint kept."""
 
@@ -224,9 +234,10 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         bar = EpochProgress(self.steps, epoch, cfg.epochs, enabled=self.dist.is_main)
         sums = dict(partial or {"loss_sum": 0.0, "correct": 0.0, "seen": 0.0, "seconds": 0.0})
-        loss_sum, correct, seen = sums["loss_sum"], sums["correct"], sums["seen"]
         start = time.perf_counter() - sums["seconds"]
         batches = itertools.islice(self.train_loader, self.steps - start_step)
+        every = sync_every(dev)
+        pending: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []  # step, n, loss, correct
         for step, (images, labels) in enumerate(batches, start=start_step + 1):
             images = images.to(dev, non_blocking=True)
             labels = labels.to(dev, non_blocking=True)
@@ -247,28 +258,31 @@ class Trainer:
             self.scheduler.step()
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
-            n = labels.shape[0]
-            loss_value = float(loss.detach())
-            stop = self._agree(not math.isfinite(loss_value), self.stops.signal is not None)
-            if stop[0]:
-                bar.close()
-                raise TrainingDiverged(self._diverged(epoch, step, loss_value))
-            loss_sum += loss_value * n
-            correct += float((logits_of(output).detach().argmax(1) == labels).sum())
-            seen += n
-            bar.update(step, loss_sum / seen, 100 * correct / seen, int(seen * self.dist.world))
-            if step < self.steps and (stop[1] or (cfg.save_every and step % cfg.save_every == 0)):
-                sums = {"loss_sum": loss_sum, "correct": correct, "seen": seen,
-                        "seconds": time.perf_counter() - start}
-                self._checkpoint(epoch - 1, step, sums)
-                if stop[1]:
+            pending.append((step, labels.shape[0], loss.detach(),
+                            (logits_of(output).detach().argmax(1) == labels).sum()))
+            save = step < self.steps and cfg.save_every and step % cfg.save_every == 0
+            # One process acts on a signal at the next step; processes of a group agree at the
+            # steps they all read at, so that they stop together.
+            asked = self.stops.signal is not None and not self.dist.enabled
+            if not (step % every == 0 or step == self.steps or save or asked):
+                continue
+            stop = self._drain(pending, sums, epoch, step, bar)
+            bar.update(step, sums["loss_sum"] / sums["seen"], 100 * sums["correct"] / sums["seen"],
+                       int(sums["seen"] * self.dist.world))
+            if step < self.steps and (stop or save):
+                sums["seconds"] = time.perf_counter() - start
+                self._checkpoint(epoch - 1, step, dict(sums))
+                if stop:
                     bar.close()
                     raise Interrupted(f"stopped at epoch {epoch}, step {step} with a checkpoint; "
                                       f"continue with `cnnzoo train --resume {self.run}`",
                                       self.stops.signal)
+        if pending:  # a loader that ended early
+            self._drain(pending, sums, epoch, step, bar)
         bar.close()
         seconds = time.perf_counter() - start
-        loss_sum, correct, seen = all_sum(self.dist, [loss_sum, correct, seen])
+        loss_sum, correct, seen = all_sum(self.dist, [sums[k] for k in ("loss_sum", "correct",
+                                                                         "seen")])
         row = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
                "train_loss": loss_sum / max(1, seen), "train_acc": 100 * correct / max(1, seen),
                "images_per_s": seen / max(1e-9, seconds), "seconds": seconds}
@@ -278,6 +292,28 @@ class Trainer:
         row.update(val_loss=result.loss, val_acc=result.top1, val_top5=result.top5)
         bar.line(row)
         return row
+
+    def _drain(self, pending: list, sums: dict, epoch: int, step: int, bar) -> bool:
+        """Read the losses and hit counts of the steps since the last read (one wait for the
+        device), add them to ``sums`` in step order, and stop the run at the first that is not a
+        number. Returns whether a stop was asked for (on any process)."""
+        losses = torch.stack([p[2].float() for p in pending]).tolist()
+        hits = torch.stack([p[3] for p in pending]).tolist()
+        bad = None
+        for (at, n, _, _), loss_value, hit in zip(pending, losses, hits):
+            if not math.isfinite(loss_value):
+                bad = (at, loss_value)
+                break
+            sums["loss_sum"] += loss_value * n
+            sums["correct"] += float(hit)
+            sums["seen"] += n
+        pending.clear()
+        diverged, stop = self._agree(bad is not None, self.stops.signal is not None)
+        if diverged:
+            bar.close()
+            at, value = bad or (step, 0.0)
+            raise TrainingDiverged(self._diverged(epoch, at, value))
+        return stop
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _agree(self, *flags: bool) -> tuple[bool, ...]:

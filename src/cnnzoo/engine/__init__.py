@@ -1,7 +1,25 @@
-"""Training, evaluation and prediction: loops, optimizers, checkpoints, distributed runs."""
-from .build import TrainConfig, build_model, load_run_model
-from .evaluate import EvalResult, evaluate
-from .trainer import Trainer, compute_loss, train
+"""Training, evaluation and prediction: loops, optimizers, checkpoints, distributed runs.
 
-__all__ = ["EvalResult", "TrainConfig", "Trainer", "build_model", "compute_loss", "evaluate",
-           "load_run_model", "train"]
+The names below load on first use: the training loop pulls in the data pipeline (torchvision's
+transforms, about 2 s), which ``import cnnzoo`` (``optimize``, ``bench`` and the optimizers they
+share) does not need.
+"""
+from importlib import import_module
+
+_WHERE = {"TrainConfig": "build", "build_model": "build", "load_run_model": "build",
+          "EvalResult": "evaluate", "evaluate": "evaluate",
+          "Trainer": "trainer", "compute_loss": "trainer", "train": "trainer"}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_WHERE))

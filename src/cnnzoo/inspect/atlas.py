@@ -21,6 +21,7 @@ import torch
 from ..registry import create_model, default_cfg, list_models, model_card
 from . import charts
 from .counts import count_macs, count_params
+from .meta import on_meta
 from .draw import auto_depth, build_view, render_svg_text, to_dot
 from .graph import trace
 from .summary import human
@@ -52,7 +53,7 @@ def measure(name: str, *, runs: int = 3, latency: bool = True,
                    card.top1_source, tuple(cfg.input_size))
     source = None
     try:
-        with torch.device("meta"):
+        with on_meta():
             model = create_model(name)
         row.params = count_params(model)
         row.macs = count_macs(model)

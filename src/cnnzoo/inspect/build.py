@@ -6,6 +6,7 @@ from torch import nn
 
 from ..errors import InputSizeError
 from ..registry import create_model, default_cfg
+from .meta import on_meta
 
 
 def build(name: str, input_size: tuple[int, ...] | None = None, *, meta: bool = True,
@@ -29,7 +30,7 @@ def build(name: str, input_size: tuple[int, ...] | None = None, *, meta: bool = 
                                  f"size), got {h}x{w}")
         kwargs.setdefault("img_size", h)
     if meta and weights is None:
-        with torch.device("meta"):
+        with on_meta():
             model = create_model(name, in_chans=c, **kwargs)
     else:
         model = create_model(name, in_chans=c, pretrained=weights, **kwargs)

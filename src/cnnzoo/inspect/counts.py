@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from ..registry import create_model
+from .meta import on_meta
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
@@ -15,9 +16,9 @@ def registered_param_count(name: str, **kwargs) -> int:
     """Parameter count of a registered model, built on the meta device.
 
     Meta tensors have shapes but no storage, so even VGG-19's 144M parameters cost nothing to
-    count and no initialiser runs.
+    count, and ``on_meta`` skips the initialisers.
     """
-    with torch.device("meta"):
+    with on_meta():
         model = create_model(name, **kwargs)
     return count_params(model)
 
@@ -50,6 +51,6 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...] | None = None) -> i
 
 def registered_macs(name: str, input_size: tuple[int, ...] | None = None, **kwargs) -> int:
     """MACs of a registered model at its default resolution (or ``input_size``), on meta."""
-    with torch.device("meta"):
+    with on_meta():
         model = create_model(name, **kwargs)
     return count_macs(model, input_size)

@@ -32,3 +32,29 @@ class _MetaNorms(TorchDispatchMode):
 def meta_norms(device: torch.device | str):
     """Within it, inference BatchNorm on meta tensors costs nothing; elsewhere a no-op."""
     return _MetaNorms() if torch.device(device).type == "meta" else contextlib.nullcontext()
+
+
+# In-place initialisers and the arithmetic torch's own init functions do on a weight (trunc_normal_
+# is uniform_, erfinv_, mul_, add_, clamp_). On a meta tensor each only returns its input, but
+# through a Python decomposition at about 2 ms a call: 4,700 of them made `cnnzoo list` (55
+# models built to count their parameters) take 14 s.
+_INIT = frozenset(("normal_", "uniform_", "bernoulli_", "exponential_", "random_", "log_normal_",
+                   "cauchy_", "geometric_", "fill_", "zero_", "erfinv_", "mul_", "add_", "sub_",
+                   "div_", "clamp_", "clamp_min_", "clamp_max_", "copy_"))
+
+
+class _MetaInit(TorchDispatchMode):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if (func.overloadpacket.__name__ in _INIT and args and isinstance(args[0], torch.Tensor)
+                and args[0].device.type == "meta"):
+            return args[0]
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def on_meta():
+    """Build models on the meta device without paying for the initialisers that cannot run
+    there anyway: shapes, parameter counts and module structure are those of a real build."""
+    with torch.device("meta"), _MetaInit():
+        yield

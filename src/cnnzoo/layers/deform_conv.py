@@ -11,7 +11,6 @@ import math
 
 import torch
 from torch import nn
-from torchvision.ops import deform_conv2d
 
 from .helpers import same_padding
 
@@ -65,6 +64,10 @@ class DeformConv2d(nn.Module):
     def deform(self, x: torch.Tensor, offset: torch.Tensor,
                mask: torch.Tensor | None = None) -> torch.Tensor:
         """The convolution at given offsets (and masks): zero offsets and unit masks give nn.Conv2d."""
+        # Imported here: torchvision.ops loads torch._dynamo, about 1.5 s that `import cnnzoo`
+        # would otherwise pay for every command.
+        from torchvision.ops import deform_conv2d
+
         return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride,
                              padding=self.padding, dilation=self.dilation, mask=mask)
 

@@ -26,6 +26,22 @@ def _metrics(run):
                 for row in csv.DictReader(f)]
 
 
+def _count_reads(monkeypatch, skip: tuple[str, ...] = ()) -> list[str]:
+    """Every host read of a tensor's value from now on, except from files matching ``skip``."""
+    reads = []
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__", "cpu"):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _real=real, _name=name, **kw):
+            if not skip or not any(part in f.filename for f in traceback.extract_stack()
+                                   for part in skip):
+                reads.append(_name)
+            return _real(self, *a, **kw)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return reads
+
+
 def test_reading_every_third_step_reports_the_same_numbers_as_every_step(tmp_path, monkeypatch):
     assert main([*ARGS, "-o", str(tmp_path / "each")]) == 0
     monkeypatch.setattr(trainer_mod, "sync_every", lambda device: 3)
@@ -53,18 +69,8 @@ def test_a_mid_epoch_checkpoint_holds_the_sums_up_to_its_step(tmp_path, monkeypa
 
 
 def test_no_device_value_is_read_between_the_scheduled_reads(tmp_path, monkeypatch):
-    reads = []
-    for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
-        real = getattr(torch.Tensor, name)
-
-        def counted(self, *a, _real=real, _name=name, **kw):
-            # The data pipeline's tensors live on the host whatever the device: not a wait.
-            if not any(part in f.filename for f in traceback.extract_stack()
-                       for part in ("torch/utils/data/", "cnnzoo/data/")):
-                reads.append(_name)
-            return _real(self, *a, **kw)
-
-        monkeypatch.setattr(torch.Tensor, name, counted)
+    # The data pipeline's tensors live on the host whatever the device: not a wait.
+    reads = _count_reads(monkeypatch, skip=("torch/utils/data/", "cnnzoo/data/"))
     # Scoring is a separate pass (read once at its end); left out so only the steps count.
     monkeypatch.setattr(trainer_mod, "evaluate", lambda *a, **k: EvalResult(
         loss=0.0, top1=0.0, top5=0.0, count=1, confusion=torch.zeros(10, 10)))
@@ -91,19 +97,6 @@ def test_no_device_value_is_read_between_the_scheduled_reads(tmp_path, monkeypat
     # inside the loop; what follows the loop (checkpoint, metrics) reads on the host.
     assert steps_seen == [(3, 2), (6, 2), (7, 2)]
     assert reads[:6] == ["tolist"] * 6
-
-
-def _count_reads(monkeypatch):
-    reads = []
-    for name in ("item", "tolist", "__float__", "__int__", "__bool__", "cpu"):
-        real = getattr(torch.Tensor, name)
-
-        def counted(self, *a, _real=real, _name=name, **kw):
-            reads.append(_name)
-            return _real(self, *a, **kw)
-
-        monkeypatch.setattr(torch.Tensor, name, counted)
-    return reads
 
 
 def test_scoring_reads_the_device_once_however_many_batches_and_scores_right(monkeypatch):

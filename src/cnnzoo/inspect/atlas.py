@@ -21,9 +21,9 @@ import torch
 from ..registry import create_model, default_cfg, list_models, model_card
 from . import charts
 from .counts import count_macs, count_params
-from .meta import on_meta
 from .draw import auto_depth, build_view, render_svg_text, to_dot
 from .graph import trace
+from .meta import on_meta
 from .summary import human
 
 

@@ -10,7 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
-from cnnzoo import create_model, default_cfg, list_models, model_card
+from cnnzoo import create_model, list_models, model_card
 from cnnzoo.inspect.counts import registered_param_count
 from cnnzoo.perf import (BenchSettings, InferenceModel, count_gmacs, find_conv_bn_pairs,
                          fold_batchnorm, optimize)
@@ -19,40 +19,10 @@ from cnnzoo.perf.onednn import available as onednn_available
 from cnnzoo.perf.onnxrt import OrtRunner, export_onnx_bytes
 from cnnzoo.perf.timing import synchronizer
 
-from conftest import read_reference
+from conftest import randomise_bn, read_reference, small_input, smallest_per_family
 
 
-def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    # Fresh BNs are identities (mean 0, var 1, gamma 1 or 0): folding them proves nothing.
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
-            m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) * 0.5 + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
-    return model.eval()
-
-
-def _smallest_per_family() -> dict[str, str]:
-    best: dict[str, tuple[int, str]] = {}
-    for name in list_models():
-        fam, size = model_card(name).family, registered_param_count(name)
-        if fam not in best or size < best[fam][0]:
-            best[fam] = (size, name)
-    return {fam: name for fam, (_, name) in best.items()}
-
-
-def _input(name: str, batch: int = 2) -> torch.Tensor:
-    cfg = default_cfg(name)
-    c, h, w = cfg.input_size
-    if not cfg.fixed_size:
-        h = w = max(cfg.min_size, 64)  # small, to keep the suite fast
-    return torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(1))
-
-
-FAMILIES = _smallest_per_family()
+FAMILIES = smallest_per_family()
 
 
 def test_every_family_has_a_model_for_the_optimize_check():
@@ -65,8 +35,8 @@ def test_every_family_has_a_model_for_the_optimize_check():
 @pytest.mark.parametrize("name", FAMILIES.values(), ids=FAMILIES.keys())
 def test_optimize_keeps_outputs_for_one_model_of_every_family(name):
     torch.manual_seed(0)
-    model = _randomise_bn(create_model(name))
-    x = _input(name, batch=3)
+    model = randomise_bn(create_model(name))
+    x = small_input(name, batch=3)
     with torch.no_grad():
         ref = model(x)
     # Every path with nothing measured: plain, then fused for oneDNN and run two samples
@@ -83,7 +53,7 @@ def test_optimize_keeps_outputs_for_one_model_of_every_family(name):
 
 
 def test_resnet_fold_removes_every_bn_including_the_stem():
-    model = _randomise_bn(create_model("resnet18"))
+    model = randomise_bn(create_model("resnet18"))
     pairs = find_conv_bn_pairs(model)
     assert ("stem.conv", "stem.bn") in pairs
     assert ("stages.1.blocks.0.downsample.conv", "stages.1.blocks.0.downsample.bn") in pairs
@@ -98,7 +68,7 @@ def test_resnet_fold_removes_every_bn_including_the_stem():
 
 
 def test_fold_works_on_attribute_style_blocks_of_other_libraries():
-    model = _randomise_bn(torchvision.models.resnet18(num_classes=10))
+    model = randomise_bn(torchvision.models.resnet18(num_classes=10))
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         ref = model(x)
@@ -147,7 +117,7 @@ def test_fold_leaves_pairs_alone_where_folding_would_change_the_result():
     x = torch.randn(2, 3, 8, 8)
     for model in (_ConvReadTwice(), _SharedConv(),
                   nn.Sequential(nn.Conv2d(3, 4, 3), _BNWithAct(4))):
-        model = _randomise_bn(model)
+        model = randomise_bn(model)
         xin = x if not isinstance(model, _SharedConv) else torch.randn(2, 4, 8, 8)
         with torch.no_grad():
             ref = model(xin)
@@ -157,7 +127,7 @@ def test_fold_leaves_pairs_alone_where_folding_would_change_the_result():
 
 
 def test_fold_looks_inside_a_module_fx_cannot_trace():
-    model = _randomise_bn(_Untraceable())
+    model = randomise_bn(_Untraceable())
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         ref = model(x)
@@ -178,7 +148,7 @@ def test_fold_refuses_a_training_mode_model():
 
 
 def test_optimize_leaves_the_original_model_untouched():
-    model = _randomise_bn(create_model("resnet18", num_classes=5))
+    model = randomise_bn(create_model("resnet18", num_classes=5))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     fast = optimize(model, fold_bn=True, channels_last=False, onednn=True, micro_batch=2)
     assert fast.report.folded > 0
@@ -202,7 +172,7 @@ def _layout_clock(model: nn.Module, nchw_cost: float, cl_cost: float):
 
 def test_optimize_auto_layout_keeps_the_candidate_measured_faster():
     for nchw_cost, cl_cost, expect_cl in ((2.0, 1.0, True), (1.0, 2.0, False)):
-        model = _randomise_bn(create_model("resnet18", num_classes=5))
+        model = randomise_bn(create_model("resnet18", num_classes=5))
         x = torch.randn(1, 3, 32, 32)
         fast = optimize(model, example=x, fold_bn=True, channels_last="auto", inplace=True,
                         onednn=False, micro_batch=None,
@@ -217,7 +187,7 @@ def test_optimize_auto_layout_keeps_the_candidate_measured_faster():
 def test_optimize_times_its_candidates_in_turns():
     # Which candidate runs each forward, read off the stem conv: folded (a bias) or not, and
     # its layout. Timed in turns, no candidate's steps all come before another's.
-    model = _randomise_bn(create_model("resnet18", num_classes=5))
+    model = randomise_bn(create_model("resnet18", num_classes=5))
     seen = []
     model.stem.conv.register_forward_pre_hook(lambda conv, _: seen.append(
         (conv.bias is not None, conv.weight.is_contiguous(memory_format=torch.channels_last))))
@@ -233,7 +203,7 @@ def test_optimize_times_its_candidates_in_turns():
 
 def test_optimize_keeps_batchnorm_where_measured_faster_unfolded():
     for folded_cost, unfolded_cost in ((1.0, 2.0), (2.0, 1.0)):
-        model = _randomise_bn(create_model("resnet18", num_classes=5))
+        model = randomise_bn(create_model("resnet18", num_classes=5))
         x = torch.randn(1, 3, 32, 32)
         with torch.no_grad():
             ref = model(x)
@@ -261,7 +231,7 @@ def test_optimize_folds_unmeasured_where_onednn_fusion_follows(amp_dtype):
     # On a CPU in float32 the unfolded model would lose every conv-activation fusion, so it
     # is not raced; in bf16 (no oneDNN stage) folding stays a measured choice. The clock
     # makes unfolded steps 10x cheaper: raced, they would win.
-    model = _randomise_bn(create_model("resnet18", num_classes=5))
+    model = randomise_bn(create_model("resnet18", num_classes=5))
     running = {}
     model.stem.conv.register_forward_pre_hook(
         lambda conv, _: running.update(folded=conv.bias is not None))
@@ -281,7 +251,7 @@ def test_optimize_folds_unmeasured_where_onednn_fusion_follows(amp_dtype):
 
 
 def test_optimize_compile_path_runs_and_keeps_outputs():
-    model = _randomise_bn(create_model("lenet5"))
+    model = randomise_bn(create_model("lenet5"))
     x = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
         ref = model(x)
@@ -291,7 +261,7 @@ def test_optimize_compile_path_runs_and_keeps_outputs():
 
 
 def test_optimize_low_precision_by_autocast_or_by_weights_cast_once():
-    model = _randomise_bn(create_model("resnet18", num_classes=5))
+    model = randomise_bn(create_model("resnet18", num_classes=5))
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         ref = model(x)
@@ -311,7 +281,7 @@ def test_optimize_low_precision_by_autocast_or_by_weights_cast_once():
 
 
 def test_optimize_can_hand_the_model_to_onnxruntime():
-    model = _randomise_bn(create_model("resnet18", num_classes=5))
+    model = randomise_bn(create_model("resnet18", num_classes=5))
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         ref = model(x)
@@ -341,7 +311,7 @@ def _ort_clock(monkeypatch, cost_of_batch, torch_cost=None, model=None):
 @pytest.mark.parametrize("cost, pick", [(lambda b: 1.0 + 0.1 * b, None),  # per call: whole
                                         (lambda b: b * b, 2)])  # per sample, superlinear
 def test_onnxruntime_slices_the_batch_where_measured_faster(monkeypatch, cost, pick):
-    model = _randomise_bn(create_model("resnet18", num_classes=5))
+    model = randomise_bn(create_model("resnet18", num_classes=5))
     x = torch.randn(8, 3, 32, 32)
     with torch.no_grad():
         ref = model(x)
@@ -356,7 +326,7 @@ def test_onnxruntime_slices_the_batch_where_measured_faster(monkeypatch, cost, p
 
 @pytest.mark.parametrize("ort_cost, expect_ort", [(0.5, True), (5.0, False)])
 def test_auto_onnxruntime_races_the_torch_model_chosen_so_far(monkeypatch, ort_cost, expect_ort):
-    model = _randomise_bn(create_model("resnet18", num_classes=5))
+    model = randomise_bn(create_model("resnet18", num_classes=5))
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         ref = model(x)
@@ -372,7 +342,7 @@ def test_auto_onnxruntime_races_the_torch_model_chosen_so_far(monkeypatch, ort_c
 def test_onnxruntime_gets_densenet_without_the_pre_activation_fold(monkeypatch, onnxruntime):
     # Per-channel clamps are no op ONNX Runtime fuses: it runs BN -> ReLU itself, faster.
     from cnnzoo.perf.preact import ClampPerChannel
-    model = _randomise_bn(create_model("densenet121", num_classes=5))
+    model = randomise_bn(create_model("densenet121", num_classes=5))
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         ref = model(x)
@@ -419,7 +389,7 @@ def test_optimize_keeps_the_onednn_fusion_only_where_measured_faster(monkeypatch
         return fused_forward(self, *args)
     monkeypatch.setattr(onednn.FusedConv2d, "forward", spy)
     for fused_cost, plain_cost in ((1.0, 2.0), (2.0, 1.0)):
-        model = _randomise_bn(create_model("resnet18", num_classes=5))
+        model = randomise_bn(create_model("resnet18", num_classes=5))
         model.stem.conv.register_forward_pre_hook(lambda *_: running.update(fused=False))
         now = [0.0]
 
@@ -481,7 +451,7 @@ def test_micro_batches_slice_the_body_and_run_the_head_once_on_the_whole_batch()
 def test_optimize_picks_the_micro_batch_the_clock_says_is_fastest():
     # Each forward costs what the hook says for the batch it sees; the clock reads the total.
     for cost, expect in ((lambda b: 1.0 + 0.1 * b, None), (lambda b: 0.1 * b * b, 2)):
-        model = _randomise_bn(create_model("resnet18", num_classes=5))
+        model = randomise_bn(create_model("resnet18", num_classes=5))
         now = [0.0]
         model.stem.conv.register_forward_pre_hook(
             lambda _, args: now.__setitem__(0, now[0] + cost(args[0].shape[0])))
@@ -498,7 +468,7 @@ def test_optimize_picks_the_micro_batch_the_clock_says_is_fastest():
 
 
 def test_onnxruntime_runner_matches_torch_from_module_and_from_file(tmp_path):
-    model = _randomise_bn(create_model("resnet18", num_classes=7))
+    model = randomise_bn(create_model("resnet18", num_classes=7))
     x = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
         ref = model(x)

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from .helpers import same_padding
+from .helpers import layout_of, same_padding
 
 
 class DeformConv2d(nn.Module):
@@ -73,7 +73,9 @@ class DeformConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         offset, mask = self.offsets_and_mask(x)
-        return self.deform(x, offset, mask)
+        # torchvision's kernel returns NCHW whatever it is given; the layers after it run in
+        # the model's layout (channels_last on a CPU) only if handed it back.
+        return self.deform(x, offset, mask).contiguous(memory_format=layout_of(x))
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None,
                    round_limit: float = 0.9) -> int:
@@ -27,3 +29,12 @@ def round_repeats(repeats: int, depth_mult: float) -> int:
 def same_padding(kernel_size: int, stride: int = 1, dilation: int = 1) -> int:
     """Symmetric padding that keeps the size for stride 1 (and halves it, rounded up, for stride 2)."""
     return ((stride - 1) + dilation * (kernel_size - 1)) // 2
+
+
+def layout_of(x: torch.Tensor) -> torch.memory_format:
+    """The memory format a 4-D map is laid out in: what an op that makes its own output
+    (a deformable conv, a reshape) should hand on, so the layers after it keep the layout the
+    model runs in. A map that is both (one channel, one pixel) counts as NCHW."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format

@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .conv_norm_act import ConvNormAct
+from .helpers import layout_of
 from .pool import MaxPool2d
 
 
@@ -56,6 +57,8 @@ class NonLocal(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         g = self.pool(self.g(x)).flatten(2).transpose(1, 2)
+        # The transposed product is channels_last as it stands; an NCHW model gets NCHW back.
         y = torch.bmm(self.attention(x), g).transpose(1, 2).reshape(b, -1, h, w)
+        y = y.contiguous(memory_format=layout_of(x))
         # x first: the sum keeps x's memory layout, so a fresh block is bit-exact identity.
         return x + self.out(y)

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..models.base import ZooNet
 from . import onednn as _onednn
+from .dense_buffer import buffer_dense_blocks
 from .fold import fold_batchnorm
 from .preact import fold_preactivation
 from .timing import Clock, race, synchronizer
@@ -33,6 +34,8 @@ class OptimizeReport:
     folded: int = 0
     # BatchNorm -> ReLU pairs folded into the 1x1 conv after them (DenseNet's pre-activation).
     preact: int = 0
+    # DenseNet blocks run on one buffer each instead of a concatenation per layer.
+    buffered: int = 0
     channels_last: bool = False
     compiled: str | None = None
     onnxruntime: bool = False
@@ -48,6 +51,8 @@ class OptimizeReport:
         parts = [f"{self.folded} BN folded"]
         if self.preact:
             parts.append(f"{self.preact} BN-ReLU folded into the next conv")
+        if self.buffered:
+            parts.append(f"{self.buffered} dense blocks on one buffer each")
         parts.append("channels_last" if self.channels_last else "NCHW")
         if self.amp:
             parts.append(self.amp)
@@ -233,6 +238,9 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
         if wants_ort:
             for_ort = folded if ort_only else copy.deepcopy(folded)
         if not ort_only:
+            # Before the pre-activation fold, which then makes each dense layer's clamp read
+            # the block's buffer out of place: the clamp is the one copy the layer needs.
+            report.buffered = buffer_dense_blocks(folded)
             report.preact = len(fold_preactivation(folded))
     if not report.folded and not report.preact:
         unfolded = None  # nothing was folded: nothing to choose between

@@ -7,7 +7,7 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from ..inspect.counts import registered_param_count
+from ..inspect.param_table import listed_param_count
 from ..registry import default_cfg, list_models, model_card
 
 NAME = "list"
@@ -25,7 +25,7 @@ def rows(pattern: str) -> list[dict]:
     for name in list_models(pattern):
         card, cfg = model_card(name), default_cfg(name)
         out.append(dict(name=name, family=card.family, year=card.year,
-                        params=registered_param_count(name), top1=card.top1,
+                        params=listed_param_count(name), top1=card.top1,
                         input_size=list(cfg.input_size), paper=card.paper, arxiv=card.arxiv,
                         innovation=card.innovation))
     return out

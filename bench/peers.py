@@ -10,7 +10,10 @@ median over rounds, with the range of the rounds beside it (a range that spans 1
 this machine), and their geometric mean over the models. Each model's variants share one
 process, a fresh one per model (``--in-process`` for one process in all), and so its allocator:
 cnnzoo, imported first, gives them all huge pages and its glibc heap thresholds;
-bench/as_shipped.py measures each library in a process of its own, as shipped.
+bench/as_shipped.py measures each library in a process of its own, as shipped. The order the
+libraries' models are built in shows in their speeds, so each model runs twice, in two
+processes, cnnzoo's models built first in one and last in the other, and the two are pooled
+(``--build-order`` picks one, at half the time).
 
 The roofline is the machine's best measured dense throughput: the larger of an fp32 GEMM and a
 large 1x1 convolution in channels_last (oneDNN's fastest path on x86); each model's achieved
@@ -53,6 +56,12 @@ PEERS = {
     "inception_v3": ("inception_v3", "inception_v3", 299),
 }
 
+# Training does what the model was built to do, so the peers must be built alike: cnnzoo's
+# efficientnet_b0 has the official drop-connect 0.2 (stochastic depth, as torchvision's
+# default), which timm builds only when asked (its train.py passes --drop-path). Without it
+# timm's step skipped work ours does: 0.91 of timm's speed, against 0.99 of torchvision's.
+TIMM_TRAIN_KWARGS = {"efficientnet_b0": {"drop_path_rate": 0.2}}
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -73,6 +82,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--csv", default=None, help="also write the table here")
     p.add_argument("--in-process", action="store_true",
                    help="every model in this one process (by default each gets its own)")
+    p.add_argument("--build-order", default="both",
+                   choices=("both", "cnnzoo-first", "peers-first"),
+                   help="which library's models are built first in a model's process; 'both' "
+                        "(the default) runs the model twice, once each way, and pools them")
     p.add_argument("--row-json", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -136,12 +149,17 @@ def variants(name: str, args, device: torch.device, x: torch.Tensor) -> dict:
     if args.train:
         settings = BenchSettings(batch_size=x.shape[0], amp=args.amp, amp_dtype=args.amp_dtype,
                                  channels_last=args.channels_last, device=str(device))
-        builders = {"timm": lambda: timm.create_model(timm_name),
+        timm_kw = TIMM_TRAIN_KWARGS.get(name, {})
+        builders = {"timm": lambda: timm.create_model(timm_name, **timm_kw),
                     "tv": lambda: torchvision.models.get_model(tv_name)}
         if cnnzoo.is_model(name):
-            builders = {"zoo_eager": lambda: cnnzoo.create_model(name), **builders}
+            zoo = {"zoo_eager": lambda: cnnzoo.create_model(name)}
+            builders = {**builders, **zoo} if args.build_order == "peers-first" else \
+                {**zoo, **builders}
         return {k: train_step(build(), settings, x) for k, build in builders.items()}
     out = {}
+    if args.build_order == "peers-first":
+        out.update(peer_variants(name, tv_name, timm_name, eager))
     if cnnzoo.is_model(name):
         zoo = cnnzoo.create_model(name).eval().to(device)
         out["zoo_eager"] = eager(zoo)
@@ -158,6 +176,15 @@ def variants(name: str, args, device: torch.device, x: torch.Tensor) -> dict:
             print(f"  {name} onnxruntime: {ort.report.describe()} {ort.report.timings_ms}",
                   flush=True)
             out["zoo_ort"] = lambda: ort(x)
+    if args.build_order != "peers-first":
+        out.update(peer_variants(name, tv_name, timm_name, eager))
+    return out
+
+
+def peer_variants(name: str, tv_name: str, timm_name: str, eager) -> dict:
+    import timm
+    import torchvision
+    out = {}
     try:
         out["timm"] = eager(timm.create_model(timm_name))
     except Exception as exc:  # noqa: BLE001 - report and go on with the others
@@ -218,30 +245,54 @@ def measure_model(name: str, args, device: torch.device) -> tuple[dict, float | 
     return row, flops
 
 
-def _child_argv(argv: list[str], name: str, out: str) -> list[str]:
-    """This run's arguments for one model alone, its row written to ``out``."""
+def _child_argv(argv: list[str], name: str, out: str, order: str) -> list[str]:
+    """This run's arguments for one model alone, built in ``order``, its row written to ``out``."""
     rest, skip = [], False
     for a in argv:
         if skip:
             skip = False
-        elif a == "--models":
+        elif a in ("--models", "--build-order"):
             skip = True
-        elif not a.startswith("--models="):
+        elif not a.startswith(("--models=", "--build-order=")):
             rest.append(a)
-    return [*rest, "--models", name, "--row-json", out]
+    return [*rest, "--models", name, "--build-order", order, "--row-json", out]
 
 
-def _isolated(name: str, argv: list[str]) -> tuple[dict, float | None, float]:
+def _isolated(name: str, argv: list[str], order: str) -> tuple[dict, float | None, float]:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "row.json")
         done = subprocess.run([sys.executable, os.path.abspath(__file__),
-                               *_child_argv(argv, name, out)])
+                               *_child_argv(argv, name, out, order)])
         if done.returncode != 0 or not os.path.exists(out):
             print(f"  {name}: its process failed (exit {done.returncode})", flush=True)
             return {"model": name}, None, 0.0
         with open(out) as f:
             got = json.load(f)
     return got["row"], got["flops"], got["peak"]
+
+
+def pool_rows(rows: list[dict]) -> dict:
+    """One row from the same model's rows: images/s averaged, ratios by geometric mean, ranges
+    joined."""
+    rows = [r for r in rows if len(r) > 1] or rows[:1]
+    if len(rows) == 1:
+        return rows[0]
+    out = dict(rows[0])
+    for key in rows[0]:
+        values = [r.get(key) for r in rows]
+        if any(v is None for v in values):
+            out.pop(key, None)
+        elif key.endswith("_ips"):
+            out[key] = round(sum(values) / len(values), 2)
+        elif key.endswith("_range"):
+            ends = [float(v) for r in values for v in r.split("-")]
+            out[key] = f"{min(ends):.2f}-{max(ends):.2f}"
+        elif "_vs_" in key:
+            out[key] = round(geomean(values), 3)
+    best = [out[k] for k in ("zoo_opt_vs_timm", "zoo_ort_vs_timm") if k in out]
+    if best:
+        out["zoo_best_vs_timm"] = max(best)
+    return out
 
 
 def main(argv=None) -> int:
@@ -273,11 +324,19 @@ def main(argv=None) -> int:
         # A process per model: in one process, a model measured after others ran slower
         # than alone (efficientnet_b0's eager ratio 0.67 after four models, 1.01-1.15 alone),
         # so a row would depend on which rows came before it.
-        if args.in_process or len(names) == 1:
+        if args.build_order != "both" and (args.in_process or len(names) == 1):
             row, flops = measure_model(name, args, device)
         else:
-            row, flops, child_peak = _isolated(name, argv)
-            peak = max(peak, child_peak)
+            # The order the libraries' models are built in showed in the ratios: trained in
+            # turns in one process, efficientnet_b0 read 0.93 of timm built first, 1.03 built
+            # last. Both orders, each in a fresh process, pooled, cancel it.
+            orders = ("cnnzoo-first", "peers-first") if args.build_order == "both" else \
+                (args.build_order,)
+            runs = [_isolated(name, argv, order) for order in orders]
+            row = pool_rows([r for r, _, _ in runs])
+            found = [f for _, f, _ in runs if f]
+            flops = geomean(found) if found else None
+            peak = max(peak, *(p for _, _, p in runs))
         rows.append(row)
         if flops:
             results.append((row, flops))

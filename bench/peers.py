@@ -58,8 +58,8 @@ PEERS = {
 
 # Training does what the model was built to do, so the peers must be built alike: cnnzoo's
 # efficientnet_b0 has the official drop-connect 0.2 (stochastic depth, as torchvision's
-# default), which timm builds only when asked (its train.py passes --drop-path). Without it
-# timm's step skipped work ours does: 0.91 of timm's speed, against 0.99 of torchvision's.
+# default), which timm builds only when asked (its train.py passes --drop-path); without it
+# timm's step would skip work ours does.
 TIMM_TRAIN_KWARGS = {"efficientnet_b0": {"drop_path_rate": 0.2}}
 
 
@@ -81,7 +81,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before the first round")
     p.add_argument("--csv", default=None, help="also write the table here")
     p.add_argument("--in-process", action="store_true",
-                   help="every model in this one process (by default each gets its own)")
+                   help="every model in this one process (by default each gets its own); "
+                        "with --build-order both each model still gets two")
     p.add_argument("--build-order", default="both",
                    choices=("both", "cnnzoo-first", "peers-first"),
                    help="which library's models are built first in a model's process; 'both' "

@@ -73,8 +73,8 @@ class DeformConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         offset, mask = self.offsets_and_mask(x)
-        # torchvision's kernel returns NCHW whatever it is given; the layers after it run in
-        # the model's layout (channels_last on a CPU) only if handed it back.
+        # torchvision's kernel returns NCHW whatever it is given; the layers after it keep the
+        # layout the model was fed (a channels_last input) only if handed it back.
         return self.deform(x, offset, mask).contiguous(memory_format=layout_of(x))
 
     def extra_repr(self) -> str:

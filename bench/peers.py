@@ -60,10 +60,17 @@ PEERS = {
 }
 
 # Training does what the model was built to do, so the peers must be built alike: cnnzoo's
-# efficientnet_b0 has the official drop-connect 0.2 (stochastic depth, as torchvision's
-# default), which timm builds only when asked (its train.py passes --drop-path); without it
-# timm's step would skip work ours does.
-TIMM_TRAIN_KWARGS = {"efficientnet_b0": {"drop_path_rate": 0.2}}
+# models have their papers' dropout before the classifier and efficientnet_b0 the official
+# drop-connect 0.2 (stochastic depth), as torchvision's defaults do, where timm builds either
+# only when asked (its train.py passes --drop and --drop-path); without them timm's step would
+# skip work ours does.
+TIMM_TRAIN_KWARGS = {
+    "mobilenet_v2": {"drop_rate": 0.2},
+    "mobilenet_v3_large": {"drop_rate": 0.2},
+    "efficientnet_b0": {"drop_rate": 0.2, "drop_path_rate": 0.2},
+    "vgg16": {"drop_rate": 0.5},
+    "inception_v3": {"drop_rate": 0.5},
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -91,3 +91,25 @@ def test_one_run_in_process_writes_consistent_rows(peers, monkeypatch, tmp_path)
     assert float(row["timm_roofline"]) == pytest.approx(gflops / 100.0, rel=1e-2)
     zoo_gflops = 2 * float(row["gmacs"]) * float(row["zoo_opt_ips"])
     assert float(row["zoo_opt_roofline"]) == pytest.approx(zoo_gflops / 100.0, rel=1e-2)
+
+
+def test_timm_trains_with_the_regularisation_cnnzoo_trains_with(peers):
+    import timm
+    import torch
+
+    import cnnzoo
+    for name, (timm_name, _, _) in peers.PEERS.items():
+        ours = cnnzoo.create_model(name)
+        theirs = timm.create_model(timm_name, **peers.TIMM_TRAIN_KWARGS.get(name, {}))
+        # Head dropout: a module in ours, a module or timm's drop_rate in theirs.
+        our_p = sorted({m.p for m in ours.modules() if isinstance(m, torch.nn.Dropout)} - {0.0})
+        their_p = {m.p for m in theirs.modules() if isinstance(m, torch.nn.Dropout)}
+        their_p = sorted((their_p | {getattr(theirs, "drop_rate", 0.0) or 0.0}) - {0.0})
+        assert our_p == their_p, name
+        # Stochastic depth: timm gives every block a DropPath but uses it only where the block
+        # adds its skip; ours has one exactly there. The schedules must agree, block by block.
+        our_dp = [m.drop_prob for m in ours.modules() if type(m).__name__ == "DropPath"]
+        their_dp = [m.drop_path.drop_prob for m in theirs.modules()
+                    if getattr(m, "has_skip", False)
+                    and type(getattr(m, "drop_path", None)).__name__ == "DropPath"]
+        assert our_dp == pytest.approx(their_dp), name

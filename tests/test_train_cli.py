@@ -77,6 +77,50 @@ def test_predict_prints_k_classes_with_the_runs_names(digits_run, tmp_path, caps
     assert top[0]["prob"] >= top[1]["prob"] >= top[2]["prob"]
 
 
+def _glyphs(tmp_path, n=2) -> list[str]:
+    paths = []
+    for seed in range(n):
+        path = tmp_path / f"glyph{seed}.png"
+        Image.fromarray(np.random.default_rng(seed).integers(0, 255, (20, 20), np.uint8)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def test_predict_through_onnxruntime_gives_torchs_probabilities(digits_run, tmp_path, capsys):
+    # Every class (-k 10), so a near tie ordered differently cannot hide or fake a difference.
+    args = ["predict", "lenet5", "--weights", str(digits_run), *_glyphs(tmp_path), "-k", "10",
+            "--json"]
+    assert main(args) == 0
+    by_torch = json.loads(capsys.readouterr().out)
+    assert main([*args, "--backend", "onnxruntime"]) == 0
+    by_ort = json.loads(capsys.readouterr().out)
+    assert [r["image"] for r in by_ort] == [r["image"] for r in by_torch]
+    for ours, theirs in zip(by_torch, by_ort):
+        want = {t["index"]: t["prob"] for t in ours["top"]}
+        got = {t["index"]: t["prob"] for t in theirs["top"]}
+        assert got.keys() == want.keys()
+        assert max(abs(got[i] - want[i]) for i in want) < 1e-5
+
+
+@pytest.mark.parametrize("failure", ["export", "package"])
+def test_predict_says_in_one_line_when_onnxruntime_cannot_run(failure, digits_run, tmp_path,
+                                                               capsys, monkeypatch):
+    import sys
+
+    from cnnzoo.perf import onnxrt
+    if failure == "export":
+        def refuse(*args, **kwargs):
+            raise RuntimeError("Exporting the operator 'x' to ONNX is not supported.\nmore")
+        monkeypatch.setattr(onnxrt, "OrtRunner", refuse)
+    else:
+        monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if missing
+    assert main(["predict", "lenet5", "--weights", str(digits_run), *_glyphs(tmp_path, 1),
+                 "--backend", "onnxruntime"]) != 0
+    err = _one_line_error(capsys)
+    assert ("cannot run lenet5: Exporting the operator" in err if failure == "export"
+            else "pip install onnxruntime" in err)
+
+
 def test_predict_with_a_pretrained_file_names_classes_by_index(tmp_path, capsys):
     weights = tmp_path / "w.safetensors"
     save_weights(weights, create_model("lenet5", num_classes=4).state_dict(), {})

@@ -20,6 +20,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     src.add_argument("--pretrained", metavar="SOURCE", help="a pretrained source for create_model")
     p.add_argument("-k", "--top-k", type=positive_int, default=5)
     p.add_argument("--img-size", type=positive_int, help="input side, for a bare weights file")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                   help="onnxruntime: run the model exported to ONNX, BatchNorm folded")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -63,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
     kind = (config or {}).get("data_kind") or ("digits" if cfg.input_size[0] == 1 else "photo")
     transform = build_transform(cfg, train=False, kind=kind)
     names = class_names(cfg.num_classes, config)
+    if args.backend == "onnxruntime":
+        from ..perf.onnxrt import onnxruntime_model
+        model = onnxruntime_model(model, args.model)
     results = predict(model, images, transform, k=args.top_k)
     if args.json:
         print(json.dumps([{"image": path, "top": [{"class": names[i], "index": i, "prob": p}

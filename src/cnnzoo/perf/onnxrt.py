@@ -90,3 +90,20 @@ class OrtRunner:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.detach().to("cpu", torch.float32).contiguous().numpy()
         return torch.from_numpy(self.run_numpy(x))
+
+
+def onnxruntime_model(model: nn.Module, name: str = "the model") -> nn.Module:
+    """``model`` as ONNX Runtime runs it, behind the module interface ``predict`` and
+    ``evaluate`` call: BatchNorm folded, exported once, the batch whole (no timing: a few
+    images are not worth measuring micro-batches for). A model the exporter or ONNX Runtime
+    cannot take ends in one line saying so, like a missing package."""
+    from .optimize import optimize
+
+    _ort()
+    try:
+        return optimize(model, onnxruntime=True, micro_batch=None)
+    except BackendUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - exporter and runtime errors come in many types
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BackendUnavailable(f"onnxruntime cannot run {name}: {detail}") from exc

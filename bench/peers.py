@@ -371,7 +371,9 @@ def main(argv=None) -> int:
     add_ceilings(rows, peak)
     keys = ("zoo_eager_vs_timm", "zoo_opt_vs_timm", "zoo_ort_vs_timm", "zoo_best_vs_timm",
             "zoo_eager_vs_tv", "ceiling_vs_timm")
-    summary = {k: round(geomean([r[k] for r in rows if k in r]), 3) for k in keys}
+    # Only what was measured: a training run has no optimised or ONNX Runtime column.
+    summary = {k: round(geomean([r[k] for r in rows if k in r]), 3) for k in keys
+               if any(k in r for r in rows)}
     print("geometric mean: " + ", ".join(f"{k}={v}" for k, v in summary.items()), flush=True)
     _print_markdown(rows)
     if args.csv:

@@ -71,7 +71,7 @@ def test_geomean_skips_missing_values(peers):
     assert math.isnan(peers.geomean([]))
 
 
-def test_one_run_in_process_writes_consistent_rows(peers, monkeypatch, tmp_path):
+def test_one_run_in_process_writes_consistent_rows(peers, monkeypatch, tmp_path, capsys):
     # The roofline is fixed so the ceiling can be checked from the row alone; measuring it
     # would add seconds and check nothing about the harness.
     monkeypatch.setattr(peers, "roofline", lambda device, dtype, note: {"peak": 100.0})
@@ -91,6 +91,13 @@ def test_one_run_in_process_writes_consistent_rows(peers, monkeypatch, tmp_path)
     assert float(row["timm_roofline"]) == pytest.approx(gflops / 100.0, rel=1e-2)
     zoo_gflops = 2 * float(row["gmacs"]) * float(row["zoo_opt_ips"])
     assert float(row["zoo_opt_roofline"]) == pytest.approx(zoo_gflops / 100.0, rel=1e-2)
+    # One model: each geometric mean is its own ratio; --no-ort leaves that column out.
+    summary = next(line for line in capsys.readouterr().out.splitlines()
+                   if line.startswith("geometric mean:"))
+    means = dict(part.split("=") for part in summary.removeprefix("geometric mean: ").split(", "))
+    assert "zoo_ort_vs_timm" not in means
+    assert float(means["ceiling_vs_timm"]) == pytest.approx(float(row["ceiling_vs_timm"]),
+                                                            abs=1e-3)
 
 
 def test_timm_trains_with_the_regularisation_cnnzoo_trains_with(peers):

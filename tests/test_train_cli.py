@@ -66,6 +66,26 @@ def test_eval_scores_the_runs_held_out_split(digits_run, tmp_path, capsys):
     _one_line_error(capsys)
 
 
+def test_eval_through_onnxruntime_scores_as_torch_does(digits_run, tmp_path, capsys):
+    scores = []
+    for backend in ("torch", "onnxruntime"):
+        png = tmp_path / f"{backend}.png"
+        assert main(["eval", "lenet5", "--weights", str(digits_run), "-o", str(png), "--json",
+                     "--backend", backend, "-b", "64"]) == 0  # a short last batch too
+        scores.append(json.loads(capsys.readouterr().out))
+    ours, theirs = scores
+    assert theirs["images"] == ours["images"]
+    assert theirs["top1"] == ours["top1"] and theirs["per_class"] == ours["per_class"]
+    assert theirs["loss"] == pytest.approx(ours["loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("flags", [["--amp", "bf16"], ["--device", "cuda"]])
+def test_eval_through_onnxruntime_refuses_what_it_cannot_do(flags, digits_run, capsys):
+    assert main(["eval", "lenet5", "--weights", str(digits_run), "--backend", "onnxruntime",
+                 *flags]) == 2
+    assert "runs on the CPU in float32" in _one_line_error(capsys)
+
+
 def test_predict_prints_k_classes_with_the_runs_names(digits_run, tmp_path, capsys):
     image = tmp_path / "glyph.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 20), np.uint8)).save(image)

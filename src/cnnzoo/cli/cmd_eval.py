@@ -25,6 +25,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("-b", "--batch-size", type=positive_int, default=128)
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                   help="onnxruntime: run the model exported to ONNX, BatchNorm folded (CPU)")
     p.add_argument("-o", "--confusion", metavar="PNG",
                    help="confusion-matrix picture (default: confusion-DATA.png in the run folder, "
                         "else in the current folder)")
@@ -60,6 +62,11 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.predict import class_names
     from .cmd_predict import load_model
 
+    ort = args.backend == "onnxruntime"
+    # ONNX Runtime's CPU build in float32, as `optimize` hands it models too.
+    if ort and (args.amp != "none" or (args.device or "cpu").split(":")[0] != "cpu"):
+        raise CnnzooError("--backend onnxruntime runs on the CPU in float32: "
+                          "leave out --amp and --device")
     weights = resolve_weights(args.weights)
     run_dir = run_of(weights)
     args.run = str(run_dir) if run_dir else None
@@ -75,8 +82,11 @@ def run(args: argparse.Namespace) -> int:
     png = Path(args.confusion) if args.confusion else default_png
     if png.exists() and not args.force:
         raise CnnzooError(f"{png} exists; pass --force to overwrite it or -o another file")
-    device = setup(args.device).device
+    device = setup(args.device or ("cpu" if ort else None)).device
     model.to(device)
+    if ort:
+        from ..perf.onnxrt import onnxruntime_model
+        model = onnxruntime_model(model, args.model)
     loader = make_loader(dataset, batch_size=args.batch_size, train=False, seed=0)
     result = evaluate(model, loader, n_out, device=device, amp=args.amp)
     plot_confusion(result, names, png, title=f"{args.model} on {source.spec} ({which}): "

@@ -18,9 +18,11 @@ processes, cnnzoo's models built first in one and last in the other, and the two
 The roofline is the machine's best measured dense throughput: the larger of an fp32 GEMM and a
 large 1x1 convolution in channels_last (oneDNN's fastest path on x86); each model's achieved
 FLOP/s (2 x MACs per image x images/s) is reported as a fraction of it, and so is timm's, whose
-inverse is the ceiling: the ratio over timm a model would reach running at the roofline, an
-upper bound (depthwise layers, bound by memory, stay far below it), so a ratio goal above a
-model's ceiling cannot be met on this machine.
+inverse is the ceiling: the ratio over timm a model would reach running at the roofline. It is
+as good a bound as the roofline is the machine's peak, and it is worked out from mean images/s
+where the ratios are medians of ratios paired round by round, so a ratio at the roofline can
+read a few percent above it; depthwise layers, bound by memory, stay far below it. A ratio goal
+above a model's ceiling is out of reach on this machine.
 
     PYTHONPATH=src python bench/peers.py                       # 2-core CPU table of the issue
     PYTHONPATH=src python bench/peers.py --device cuda --amp --channels-last -b 256
@@ -258,9 +260,10 @@ def measure_model(name: str, args, device: torch.device) -> tuple[dict, float | 
 
 def add_ceilings(rows: list[dict], peak_gflops: float) -> None:
     """Give each row timm's share of the roofline and the ratio over timm that reaching the
-    roofline would be: no implementation runs faster than the machine's best dense kernel, so a
-    ratio goal above a model's ceiling cannot be met on this machine, and one near it asks for
-    the roofline itself. On the 2-core EPYC, timm's eager vgg16 already ran at 0.65 of it."""
+    roofline would be: no implementation runs much faster than the machine's best dense kernel,
+    so a ratio goal above a model's ceiling is out of reach on this machine, and one near it asks
+    for the roofline itself. On the 2-core EPYC, timm's eager vgg16 already ran at 0.65 of it.
+    (timm's images/s are the mean over the build orders, as the table prints them.)"""
     for row in rows:
         if row.get("gmacs") and row.get("timm_ips"):
             timm_gflops = 2 * row["gmacs"] * row["timm_ips"]

@@ -87,10 +87,13 @@ def test_one_run_in_process_writes_consistent_rows(peers, monkeypatch, tmp_path,
     lo, hi = map(float, row["zoo_opt_vs_timm_range"].split("-"))
     assert lo <= float(row["zoo_opt_vs_timm"]) <= hi
     gflops = 2 * float(row["gmacs"]) * float(row["timm_ips"])
-    assert float(row["ceiling_vs_timm"]) == pytest.approx(100.0 / gflops, rel=1e-2)
-    assert float(row["timm_roofline"]) == pytest.approx(gflops / 100.0, rel=1e-2)
+    # The row holds three decimals and images/s to two: agreement to the rounding, whatever
+    # the machine's speed.
+    assert float(row["ceiling_vs_timm"]) == pytest.approx(100.0 / gflops, rel=1e-2, abs=6e-4)
+    assert float(row["timm_roofline"]) == pytest.approx(gflops / 100.0, rel=1e-2, abs=6e-4)
     zoo_gflops = 2 * float(row["gmacs"]) * float(row["zoo_opt_ips"])
-    assert float(row["zoo_opt_roofline"]) == pytest.approx(zoo_gflops / 100.0, rel=1e-2)
+    assert float(row["zoo_opt_roofline"]) == pytest.approx(zoo_gflops / 100.0, rel=1e-2,
+                                                           abs=6e-4)
     # One model: each geometric mean is its own ratio; --no-ort leaves that column out.
     summary = next(line for line in capsys.readouterr().out.splitlines()
                    if line.startswith("geometric mean:"))
@@ -106,12 +109,16 @@ def test_timm_trains_with_the_regularisation_cnnzoo_trains_with(peers):
 
     import cnnzoo
     for name, (timm_name, _, _) in peers.PEERS.items():
-        ours = cnnzoo.create_model(name)
-        theirs = timm.create_model(timm_name, **peers.TIMM_TRAIN_KWARGS.get(name, {}))
-        # Head dropout: a module in ours, a module or timm's drop_rate in theirs.
-        our_p = sorted({m.p for m in ours.modules() if isinstance(m, torch.nn.Dropout)} - {0.0})
-        their_p = {m.p for m in theirs.modules() if isinstance(m, torch.nn.Dropout)}
-        their_p = sorted((their_p | {getattr(theirs, "drop_rate", 0.0) or 0.0}) - {0.0})
+        with torch.device("meta"):  # only the modules' settings are read, no weights
+            ours = cnnzoo.create_model(name)
+            theirs = timm.create_model(timm_name, **peers.TIMM_TRAIN_KWARGS.get(name, {}))
+        # Head dropout, one entry per place it is applied: a module in ours; in timm's, modules
+        # (vgg16's two) or, where it has none, the drop_rate its head applies functionally.
+        our_p = sorted(m.p for m in ours.modules() if isinstance(m, torch.nn.Dropout) and m.p)
+        their_p = sorted(m.p for m in theirs.modules()
+                         if isinstance(m, torch.nn.Dropout) and m.p)
+        if not their_p and getattr(theirs, "drop_rate", 0.0):
+            their_p = [theirs.drop_rate]
         assert our_p == their_p, name
         # Stochastic depth: timm gives every block a DropPath but uses it only where the block
         # adds its skip; ours has one exactly there. The schedules must agree, block by block.

@@ -529,3 +529,15 @@ def test_amp_paths_run_on_cpu_bf16_and_fp16_with_loss_scaling():
 def test_synchronizer_waits_only_where_the_device_is_asynchronous():
     assert synchronizer("cpu")() is None
     assert callable(synchronizer("cuda"))  # built without touching CUDA; called only on a GPU
+
+
+def test_onnxruntime_model_folds_batchnorm_and_times_nothing():
+    from cnnzoo.perf.onnxrt import onnxruntime_model
+    model = randomise_bn(create_model("resnet18", num_classes=10)).eval()
+    fast = onnxruntime_model(model, "resnet18")
+    # predict and eval call it for one command: no candidate may be raced for it.
+    assert fast.report.timings_ms == {}
+    assert fast.report.onnxruntime and fast.report.folded == 20
+    x = torch.randn(3, 3, 224, 224)  # another batch than the export's and its check's
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), atol=1e-4, rtol=1e-4)

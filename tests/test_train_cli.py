@@ -122,23 +122,40 @@ def test_predict_through_onnxruntime_gives_torchs_probabilities(digits_run, tmp_
         assert max(abs(got[i] - want[i]) for i in want) < 1e-5
 
 
-@pytest.mark.parametrize("failure", ["export", "package"])
+@pytest.mark.parametrize("failure", ["export", "run", "package", "bug"])
 def test_predict_says_in_one_line_when_onnxruntime_cannot_run(failure, digits_run, tmp_path,
                                                                capsys, monkeypatch):
     import sys
 
     from cnnzoo.perf import onnxrt
+    args = ["predict", "lenet5", "--weights", str(digits_run), *_glyphs(tmp_path, 1),
+            "--backend", "onnxruntime"]
     if failure == "export":
         def refuse(*args, **kwargs):
             raise RuntimeError("Exporting the operator 'x' to ONNX is not supported.\nmore")
         monkeypatch.setattr(onnxrt, "OrtRunner", refuse)
+    elif failure == "run":
+        # An export that fixed the batch size fails only when run: the check call catches it.
+        import onnxruntime
+        fail = onnxruntime.capi.onnxruntime_pybind11_state.InvalidArgument
+
+        def wrong_batch(self, x):
+            raise fail("Got invalid dimensions for input: input for index 0")
+        monkeypatch.setattr(onnxrt.OrtRunner, "run_numpy", wrong_batch)
+    elif failure == "bug":
+        def broken(*args, **kwargs):
+            raise TypeError("a bug of ours")
+        monkeypatch.setattr(onnxrt, "OrtRunner", broken)
+        with pytest.raises(TypeError):  # shown as the bug it is, not passed off as ONNX's
+            main(args)
+        return
     else:
         monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if missing
-    assert main(["predict", "lenet5", "--weights", str(digits_run), *_glyphs(tmp_path, 1),
-                 "--backend", "onnxruntime"]) != 0
+    assert main(args) == 2
     err = _one_line_error(capsys)
-    assert ("cannot run lenet5: Exporting the operator" in err if failure == "export"
-            else "pip install onnxruntime" in err)
+    assert {"export": "cannot run lenet5: Exporting the operator",
+            "run": "cannot run lenet5: Got invalid dimensions",
+            "package": "pip install onnxruntime"}[failure] in err
 
 
 def test_predict_with_a_pretrained_file_names_classes_by_index(tmp_path, capsys):

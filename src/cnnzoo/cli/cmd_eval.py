@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     # ONNX Runtime's CPU build in float32, as `optimize` hands it models too.
     if ort and (args.amp != "none" or (args.device or "cpu").split(":")[0] != "cpu"):
         raise CnnzooError("--backend onnxruntime runs on the CPU in float32: "
-                          "leave out --amp and --device")
+                          "use --device cpu and no --amp")
     weights = resolve_weights(args.weights)
     run_dir = run_of(weights)
     args.run = str(run_dir) if run_dir else None

@@ -92,18 +92,31 @@ class OrtRunner:
         return torch.from_numpy(self.run_numpy(x))
 
 
+def _runtime_errors(ort) -> tuple[type[BaseException], ...]:
+    # ONNX Runtime's own errors (Fail, InvalidGraph, ...) derive from Exception alone.
+    state = getattr(getattr(ort, "capi", None), "onnxruntime_pybind11_state", None)
+    return tuple(v for v in vars(state).values() if isinstance(v, type)
+                 and issubclass(v, Exception)) if state is not None else ()
+
+
 def onnxruntime_model(model: nn.Module, name: str = "the model") -> nn.Module:
     """``model`` as ONNX Runtime runs it, behind the module interface ``predict`` and
-    ``evaluate`` call: BatchNorm folded, exported once, the batch whole (no timing: a few
-    images are not worth measuring micro-batches for). A model the exporter or ONNX Runtime
-    cannot take ends in one line saying so, like a missing package."""
+    ``evaluate`` call: BatchNorm folded, exported once, the batch whole. Nothing is timed: the
+    candidates ``optimize`` would race cost a command more than they save it. A model the
+    exporter or ONNX Runtime cannot take ends in one line saying so, like a missing package;
+    an error of another kind is a bug of ours and is shown as one."""
     from .optimize import optimize
 
-    _ort()
+    ort = _ort()
     try:
-        return optimize(model, onnxruntime=True, micro_batch=None)
+        fast = optimize(model, onnxruntime=True, micro_batch=None)
+        # Two images, once: an export that fixed the batch size, or an op ONNX Runtime cannot
+        # run, fails here, in one line, rather than later inside predict or eval.
+        cfg = getattr(model, "default_cfg", None)
+        fast(torch.zeros(2, *(cfg.input_size if cfg is not None else (3, 224, 224))))
     except BackendUnavailable:
         raise
-    except Exception as exc:  # noqa: BLE001 - exporter and runtime errors come in many types
+    except (RuntimeError, *_runtime_errors(ort)) as exc:  # the exporter's are RuntimeErrors
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise BackendUnavailable(f"onnxruntime cannot run {name}: {detail}") from exc
+    return fast

@@ -541,3 +541,20 @@ def test_onnxruntime_model_folds_batchnorm_and_times_nothing():
     x = torch.randn(3, 3, 224, 224)  # another batch than the export's and its check's
     with torch.no_grad():
         torch.testing.assert_close(fast(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_predict_in_channels_last_runs_nhwc_and_agrees():
+    from cnnzoo.engine.predict import predict
+    model = randomise_bn(create_model("resnet18", num_classes=10)).eval()
+    images = list(torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
+    plain = predict(model, images, lambda t: t, k=10)
+    seen = []
+    hook = model.get_submodule("stem.conv").register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    nhwc = predict(model, images, lambda t: t, k=10, channels_last=True)
+    hook.remove()
+    assert seen == [True] and model.stem.conv.weight.is_contiguous(
+        memory_format=torch.channels_last)
+    for a, b in zip(plain, nhwc):
+        assert dict(a).keys() == dict(b).keys()
+        assert max(abs(dict(a)[i] - dict(b)[i]) for i in dict(a)) < 1e-5

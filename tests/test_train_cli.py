@@ -79,6 +79,33 @@ def test_eval_through_onnxruntime_scores_as_torch_does(digits_run, tmp_path, cap
     assert theirs["loss"] == pytest.approx(ours["loss"], rel=1e-5)
 
 
+def test_eval_in_channels_last_scores_as_nchw_does(digits_run, tmp_path, capsys, monkeypatch):
+    from cnnzoo.engine import evaluate as engine
+    layouts, real = [], engine.evaluate
+
+    def spy(*args, **kwargs):  # lenet5's one grey channel looks alike in both layouts
+        layouts.append(kwargs.get("channels_last"))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(engine, "evaluate", spy)
+    scores = []
+    for flags in ([], ["--channels-last"]):
+        png = tmp_path / f"cm{len(flags)}.png"
+        assert main(["eval", "lenet5", "--weights", str(digits_run), "-o", str(png), "--json",
+                     *flags]) == 0
+        scores.append(json.loads(capsys.readouterr().out))
+    assert layouts == [False, True]
+    assert scores[1]["top1"] == scores[0]["top1"]
+    assert scores[1]["loss"] == pytest.approx(scores[0]["loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_channels_last_with_onnxruntime_is_refused(command, digits_run, tmp_path, capsys):
+    args = [command, "lenet5", "--weights", str(digits_run), "--backend", "onnxruntime",
+            "--channels-last"]
+    assert main(args + (_glyphs(tmp_path, 1) if command == "predict" else [])) == 2
+    assert "ONNX Runtime picks its own" in _one_line_error(capsys)
+
+
 @pytest.mark.parametrize("flags", [["--amp", "bf16"], ["--device", "cuda"]])
 def test_eval_through_onnxruntime_refuses_what_it_cannot_do(flags, digits_run, capsys):
     assert main(["eval", "lenet5", "--weights", str(digits_run), "--backend", "onnxruntime",

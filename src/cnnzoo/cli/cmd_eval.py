@@ -27,6 +27,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
                    help="onnxruntime: run the model exported to ONNX, BatchNorm folded (CPU)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="NHWC layout (torch backend): faster on most CPUs and GPUs")
     p.add_argument("-o", "--confusion", metavar="PNG",
                    help="confusion-matrix picture (default: confusion-DATA.png in the run folder, "
                         "else in the current folder)")
@@ -55,6 +57,8 @@ def _dataset(args, config: dict | None, model):
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from ..data import make_loader
     from ..engine.build import resolve_weights, run_of
     from ..engine.distributed import setup
@@ -67,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     if ort and (args.amp != "none" or (args.device or "cpu").split(":")[0] != "cpu"):
         raise CnnzooError("--backend onnxruntime runs on the CPU in float32: "
                           "use --device cpu and no --amp")
+    if ort and args.channels_last:
+        raise CnnzooError("--channels-last is a torch layout; ONNX Runtime picks its own")
     weights = resolve_weights(args.weights)
     run_dir = run_of(weights)
     args.run = str(run_dir) if run_dir else None
@@ -84,11 +90,14 @@ def run(args: argparse.Namespace) -> int:
         raise CnnzooError(f"{png} exists; pass --force to overwrite it or -o another file")
     device = setup(args.device or ("cpu" if ort else None)).device
     model.to(device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
     if ort:
         from ..perf.onnxrt import onnxruntime_model
         model = onnxruntime_model(model, args.model)
     loader = make_loader(dataset, batch_size=args.batch_size, train=False, seed=0)
-    result = evaluate(model, loader, n_out, device=device, amp=args.amp)
+    result = evaluate(model, loader, n_out, device=device, amp=args.amp,
+                      channels_last=args.channels_last)
     plot_confusion(result, names, png, title=f"{args.model} on {source.spec} ({which}): "
                                             f"top-1 {result.top1:.2f}%")
     per_class = dict(zip(names, result.per_class))

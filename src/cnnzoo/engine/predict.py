@@ -40,10 +40,18 @@ def class_names(num_classes: int, run_config: dict | None) -> list[str]:
 
 @torch.no_grad()
 def predict(model: nn.Module, images: list, transform, k: int = 5,
-            device: torch.device | str = "cpu") -> list[list[tuple[int, float]]]:
-    """For each image, the ``k`` most probable classes as ``(index, probability)``."""
+            device: torch.device | str = "cpu",
+            channels_last: bool = False) -> list[list[tuple[int, float]]]:
+    """For each image, the ``k`` most probable classes as ``(index, probability)``.
+
+    ``channels_last`` runs the model and the batch in NHWC, oneDNN's and cuDNN's fast layout
+    (eager resnet50 ~1.2x on 2 CPU cores); the probabilities move by rounding only.
+    """
     model.eval().to(device)
     batch = torch.stack([transform(im) for im in images]).to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        batch = batch.contiguous(memory_format=torch.channels_last)
     probs = logits_of(model(batch)).float().softmax(1)
     k = min(k, probs.shape[1])
     top = probs.topk(k, 1)

@@ -390,8 +390,8 @@ def main(argv=None) -> int:
 
 def _print_markdown(rows: list[dict]) -> None:
     cols = ["model", "zoo_eager_ips", "zoo_opt_ips", "zoo_ort_ips", "timm_ips", "tv_ips",
-            "zoo_eager_vs_timm", "zoo_eager_vs_timm_range", "zoo_opt_vs_timm", "zoo_best_vs_timm", "zoo_opt_roofline",
-            "timm_roofline", "ceiling_vs_timm"]
+            "zoo_eager_vs_timm", "zoo_eager_vs_timm_range", "zoo_opt_vs_timm", "zoo_best_vs_timm",
+            "zoo_opt_roofline", "timm_roofline", "ceiling_vs_timm"]
     cols = [c for c in cols if any(c in r for r in rows)]
     print("| " + " | ".join(cols) + " |")
     print("|" + " --- |" * len(cols))

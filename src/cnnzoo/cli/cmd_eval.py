@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import CnnzooError
 from ._types import positive_int
+from .cmd_predict import add_backend_options
 
 NAME = "eval"
 HELP = "evaluate weights on a dataset: top-1/top-5, loss, per-class accuracy, confusion matrix"
@@ -25,10 +26,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("-b", "--batch-size", type=positive_int, default=128)
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
-                   help="onnxruntime: run the model exported to ONNX, BatchNorm folded (CPU)")
-    p.add_argument("--channels-last", action="store_true",
-                   help="NHWC layout (torch backend): faster on most CPUs and GPUs")
+    add_backend_options(p)
     p.add_argument("-o", "--confusion", metavar="PNG",
                    help="confusion-matrix picture (default: confusion-DATA.png in the run folder, "
                         "else in the current folder)")
@@ -64,15 +62,14 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.distributed import setup
     from ..engine.evaluate import evaluate, plot_confusion
     from ..engine.predict import class_names
-    from .cmd_predict import load_model
+    from .cmd_predict import check_backend_options, load_model
 
     ort = args.backend == "onnxruntime"
     # ONNX Runtime's CPU build in float32, as `optimize` hands it models too.
     if ort and (args.amp != "none" or (args.device or "cpu").split(":")[0] != "cpu"):
         raise CnnzooError("--backend onnxruntime runs on the CPU in float32: "
                           "use --device cpu and no --amp")
-    if ort and args.channels_last:
-        raise CnnzooError("--channels-last is a torch layout; ONNX Runtime picks its own")
+    check_backend_options(args)
     weights = resolve_weights(args.weights)
     run_dir = run_of(weights)
     args.run = str(run_dir) if run_dir else None

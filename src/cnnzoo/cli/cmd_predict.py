@@ -20,11 +20,22 @@ def configure(p: argparse.ArgumentParser) -> None:
     src.add_argument("--pretrained", metavar="SOURCE", help="a pretrained source for create_model")
     p.add_argument("-k", "--top-k", type=positive_int, default=5)
     p.add_argument("--img-size", type=positive_int, help="input side, for a bare weights file")
+    add_backend_options(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def add_backend_options(p: argparse.ArgumentParser) -> None:
+    """What runs the model, for predict and eval alike."""
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
-                   help="onnxruntime: run the model exported to ONNX, BatchNorm folded")
+                   help="onnxruntime: run the model exported to ONNX, BatchNorm folded (CPU)")
     p.add_argument("--channels-last", action="store_true",
                    help="NHWC layout (torch backend): faster on most CPUs and GPUs")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def check_backend_options(args: argparse.Namespace) -> None:
+    # Before any model is built or data read: a contradiction costs the user nothing.
+    if args.channels_last and args.backend == "onnxruntime":
+        raise CnnzooError("--channels-last is a torch layout; ONNX Runtime picks its own")
 
 
 def load_model(args: argparse.Namespace):
@@ -61,8 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise CnnzooError(f"--top-k must be at least 1, got {args.top_k}")
-    if args.channels_last and args.backend == "onnxruntime":
-        raise CnnzooError("--channels-last is a torch layout; ONNX Runtime picks its own")
+    check_backend_options(args)
     images = [open_image(p) for p in args.images]
     model, config = load_model(args)
     cfg = model.default_cfg

@@ -114,8 +114,6 @@ def onnxruntime_model(model: nn.Module, name: str = "the model") -> nn.Module:
         # run, fails here, in one line, rather than later inside predict or eval.
         cfg = getattr(model, "default_cfg", None)
         fast(torch.zeros(2, *(cfg.input_size if cfg is not None else (3, 224, 224))))
-    except BackendUnavailable:
-        raise
     except (RuntimeError, *_runtime_errors(ort)) as exc:  # the exporter's are RuntimeErrors
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise BackendUnavailable(f"onnxruntime cannot run {name}: {detail}") from exc

@@ -11,6 +11,7 @@ from torch import nn
 from .activations import ActLike, create_act
 from .conv_norm_act import ConvNormAct
 from .helpers import make_divisible
+from .pooled_conv import PooledConv2d
 
 
 class ChannelAttention(nn.Module):
@@ -26,9 +27,9 @@ class ChannelAttention(nn.Module):
         super().__init__()
         if rd_channels is None:
             rd_channels = make_divisible(chs * rd_ratio, rd_divisor, round_limit=0.0)
-        self.fc1 = nn.Conv2d(chs, rd_channels, 1, bias=mlp_bias)
+        self.fc1 = PooledConv2d(chs, rd_channels, bias=mlp_bias)
         self.act = create_act(act_layer)
-        self.fc2 = nn.Conv2d(rd_channels, chs, 1, bias=mlp_bias)
+        self.fc2 = PooledConv2d(rd_channels, chs, bias=mlp_bias)
         self.gate = create_act(gate_layer)
         self.init_weights()
 

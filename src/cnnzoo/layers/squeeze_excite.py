@@ -6,6 +6,7 @@ from torch import nn
 
 from .activations import ActLike, create_act
 from .helpers import make_divisible
+from .pooled_conv import PooledConv2d
 
 
 class SqueezeExcite(nn.Module):
@@ -23,9 +24,9 @@ class SqueezeExcite(nn.Module):
         super().__init__()
         if rd_channels is None:
             rd_channels = make_divisible(chs * rd_ratio, rd_divisor, round_limit=round_limit)
-        self.fc1 = nn.Conv2d(chs, rd_channels, 1, bias=True)
+        self.fc1 = PooledConv2d(chs, rd_channels, bias=True)
         self.act = create_act(act_layer)
-        self.fc2 = nn.Conv2d(rd_channels, chs, 1, bias=True)
+        self.fc2 = PooledConv2d(rd_channels, chs, bias=True)
         self.gate = create_act(gate_layer)
 
     def gate_values(self, x: torch.Tensor) -> torch.Tensor:

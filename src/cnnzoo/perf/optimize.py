@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..layers.pooled_conv import PooledConv2d
 from ..models.base import ZooNet
 from . import onednn as _onednn
 from .dense_buffer import buffer_dense_blocks
@@ -214,6 +215,11 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
                          f"got {micro_batch!r}")
     folded = model if inplace else copy.deepcopy(model)
     folded.eval()
+    # The gates of SE and CBAM as GEMMs: on a one-pixel map oneDNN's convolution (fused or
+    # not) spends 30-100 us per call on a CPU setting up a few thousand multiply-adds.
+    for m in folded.modules():
+        if isinstance(m, PooledConv2d):
+            m.as_matmul = True
     # ONNX Runtime asked for: torch's own choices (layout, oneDNN calls, compile) would be
     # measured for nothing; ONNX Runtime folds BatchNorm itself, and lays out its own tensors.
     ort_only = onnxruntime is True

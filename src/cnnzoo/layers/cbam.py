@@ -11,7 +11,7 @@ from torch import nn
 from .activations import ActLike, create_act
 from .conv_norm_act import ConvNormAct
 from .helpers import make_divisible
-from .pooled_conv import PooledConv2d
+from .conv2d import PooledConv2d
 
 
 class ChannelAttention(nn.Module):

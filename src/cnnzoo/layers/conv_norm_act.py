@@ -4,6 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from .activations import ActLike, create_act
+from .conv2d import DepthwiseConv2d
 from .helpers import same_padding
 from .norm import BatchNorm2d, NormLike, get_norm_layer
 
@@ -30,9 +31,10 @@ class ConvNormAct(nn.Sequential):
         norm_layer = get_norm_layer(norm_layer)
         if bias is None:
             bias = norm_layer is None
+        conv = DepthwiseConv2d if groups == in_chs == out_chs > 1 else nn.Conv2d
         layers: dict[str, nn.Module] = {
-            "conv": nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=padding,
-                              dilation=dilation, groups=groups, bias=bias),
+            "conv": conv(in_chs, out_chs, kernel_size, stride=stride, padding=padding,
+                         dilation=dilation, groups=groups, bias=bias),
         }
         if norm_layer is nn.BatchNorm2d:
             # The same layer, told that its input is the conv's new output.

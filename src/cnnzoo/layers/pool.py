@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .norm import BatchNorm2d
-from .pooled_conv import PooledConv2d
+from .conv2d import DepthwiseConv2d, PooledConv2d
 
 # Bytes of input per piece: a few images of a stem-sized activation, well inside L2+L3 and
 # under glibc's 32 MiB mmap ceiling, so each piece reuses memory instead of faulting in pages.
@@ -95,7 +95,7 @@ class AvgPool2d(nn.AvgPool2d):
 
 
 # Layers that compute what the torch layer they subclass computes, only faster somewhere.
-STAND_INS = (MaxPool2d, AvgPool2d, BatchNorm2d, PooledConv2d)
+STAND_INS = (MaxPool2d, AvgPool2d, BatchNorm2d, PooledConv2d, DepthwiseConv2d)
 
 
 class LayerTracer(fx.Tracer):

@@ -6,7 +6,7 @@ from torch import nn
 
 from .activations import ActLike, create_act
 from .helpers import make_divisible
-from .pooled_conv import PooledConv2d
+from .conv2d import PooledConv2d
 
 
 class SqueezeExcite(nn.Module):

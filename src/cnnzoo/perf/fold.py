@@ -22,9 +22,10 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from ..layers.deform_conv import DeformConv2d
 from ..layers.norm import BatchNorm2d
+from ..layers.conv2d import DepthwiseConv2d
 from ..layers.pool import LayerTracer
 
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, DepthwiseConv2d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, BatchNorm2d, nn.BatchNorm3d)
 
 

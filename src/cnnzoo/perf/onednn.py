@@ -25,7 +25,11 @@ import torch
 from torch import fx, nn
 import torch.nn.functional as F
 
+from ..layers.conv2d import DepthwiseConv2d
 from .fold import PerfTracer
+
+# Convolutions the fused call computes exactly; a depthwise one differs only in training.
+_PLAIN_CONVS = (nn.Conv2d, DepthwiseConv2d)
 
 
 def available() -> bool:
@@ -143,7 +147,7 @@ class FusedConv2d(nn.Module):
 
 
 def _packable(conv: nn.Module) -> bool:
-    return (type(conv) is nn.Conv2d and conv.padding_mode == "zeros"
+    return (type(conv) in _PLAIN_CONVS and conv.padding_mode == "zeros"
             and not isinstance(conv.padding, str) and conv.weight.dtype == torch.float32
             and conv.weight.device.type == "cpu")
 
@@ -181,7 +185,7 @@ def _reusable(other: fx.Node, add: fx.Node, tail: fx.Node, root: nn.Module,
     fresh_input = input_owned and src.op == "placeholder" and \
         sum(n.op == "placeholder" for n in tail.graph.nodes) == 1
     if not fresh_input and (src.op != "call_module" or type(
-            root.get_submodule(src.target)) not in (nn.Conv2d, FusedConv2d)):
+            root.get_submodule(src.target)) not in (*_PLAIN_CONVS, FusedConv2d)):
         return False
     allowed = {add, *chain}
     # The conv may not read what it writes into (``relu(conv(x) + x)``): oneDNN would

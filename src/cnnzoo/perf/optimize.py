@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..layers.pooled_conv import PooledConv2d
+from ..layers.conv2d import PooledConv2d
 from ..models.base import ZooNet
 from . import onednn as _onednn
 from .dense_buffer import buffer_dense_blocks

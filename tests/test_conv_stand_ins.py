@@ -1,4 +1,5 @@
-"""PooledConv2d: the one-pixel 1x1 convs of SE and CBAM, as GEMMs where that pays and is safe."""
+"""The Conv2d stand-ins: PooledConv2d (SE and CBAM gates as GEMMs) and DepthwiseConv2d (large
+depthwise kernels' weight gradient on channels_last copies), each where it pays and is safe."""
 from __future__ import annotations
 
 import copy
@@ -11,7 +12,9 @@ from torch import nn
 import cnnzoo
 from cnnzoo.layers.cbam import ChannelAttention
 from cnnzoo.layers.pool import LayerTracer
-from cnnzoo.layers.pooled_conv import PooledConv2d
+from cnnzoo.layers import ConvNormAct
+from cnnzoo.layers.conv2d import DepthwiseConv2d, PooledConv2d
+from cnnzoo.perf.onednn import FusedConv2d
 from cnnzoo.layers.squeeze_excite import SqueezeExcite
 from cnnzoo.perf.optimize import optimize
 
@@ -108,3 +111,78 @@ def test_optimize_turns_the_gemms_on_in_its_copy_only():
         want = model(x)
     torch.testing.assert_close(fast(x), want, rtol=1e-4, atol=1e-5)
     assert copy.deepcopy(fast.model).stages[1].blocks[0].se.fc1.as_matmul
+
+
+def _depthwise(k: int = 5, stride: int = 2, bias: bool = False):
+    torch.manual_seed(0)
+    ours = DepthwiseConv2d(12, 12, k, stride=stride, padding=k // 2, groups=12, bias=bias)
+    conv = nn.Conv2d(12, 12, k, stride=stride, padding=k // 2, groups=12, bias=bias)
+    conv.load_state_dict(ours.state_dict())
+    return ours, conv
+
+
+def _grad_fn_name(y: torch.Tensor) -> str:
+    return type(y.grad_fn).__name__
+
+
+@pytest.mark.parametrize("k, stride, bias", [(5, 2, False), (7, 1, True), (5, 1, True)])
+def test_depthwise_weight_gradient_through_channels_last_equals_the_convs(k, stride, bias):
+    ours, conv = _depthwise(k, stride, bias)
+    x = torch.randn(3, 12, 17, 17, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    got, want = ours(x), conv(x2)
+    assert "WeightGradChannelsLast" in _grad_fn_name(got)
+    assert torch.equal(got, want)  # the forward is torch's own conv
+    g = torch.randn_like(want)
+    got.backward(g)
+    want.backward(g)
+    assert torch.equal(x.grad, x2.grad)  # and so is the input gradient
+    torch.testing.assert_close(ours.weight.grad, conv.weight.grad, rtol=1e-5, atol=1e-5)
+    assert ours.weight.grad.is_contiguous()
+    if bias:
+        torch.testing.assert_close(ours.bias.grad, conv.bias.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_depthwise_takes_torchs_conv_wherever_its_path_does_not_pay_or_apply():
+    x = torch.randn(2, 12, 9, 9, requires_grad=True)
+    ours, _ = _depthwise(k=5)
+    assert "WeightGradChannelsLast" in _grad_fn_name(ours(x))
+    small, _ = _depthwise(k=3)
+    assert _grad_fn_name(small(x)) == "ConvolutionBackward0"  # 3x3: the NCHW kernel is faster
+    assert _grad_fn_name(ours(x.contiguous(memory_format=torch.channels_last))) == \
+        "ConvolutionBackward0"  # already channels_last: torch's kernel runs there anyway
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _grad_fn_name(ours(x)) == "ConvolutionBackward0"
+    with torch.no_grad():
+        assert ours(x).grad_fn is None
+    ours.weight.requires_grad_(False)  # frozen (transfer learning): no weight gradient to move
+    assert _grad_fn_name(ours(x)) == "ConvolutionBackward0"
+
+
+def test_only_frozen_inputs_still_give_the_weight_gradient():
+    ours, conv = _depthwise(k=5)
+    x = torch.randn(2, 12, 11, 11)
+    ours(x).sum().backward()
+    conv(x).sum().backward()
+    torch.testing.assert_close(ours.weight.grad, conv.weight.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_norm_act_builds_the_depthwise_stand_in_for_depthwise_convs_only():
+    assert type(ConvNormAct(16, 16, 5, groups=16).conv) is DepthwiseConv2d
+    assert type(ConvNormAct(16, 32, 3).conv) is nn.Conv2d
+    assert type(ConvNormAct(16, 32, 3, groups=4).conv) is nn.Conv2d
+    model = cnnzoo.create_model("efficientnet_b0")
+    assert sum(type(m) is DepthwiseConv2d for m in model.modules()) == 16
+
+
+def test_optimize_folds_and_fuses_the_depthwise_stand_ins():
+    model = cnnzoo.create_model("mobilenet_v3_large").eval()
+    x = torch.randn(2, 3, 224, 224)
+    fast = optimize(model, example=x, channels_last=True, onednn=True, micro_batch=None,
+                    onnxruntime=False, steps=1)
+    dw = [m.conv for m in fast.model.modules()
+          if isinstance(m, FusedConv2d) and type(m.conv) is DepthwiseConv2d]
+    assert len(dw) == sum(type(m) is DepthwiseConv2d for m in model.modules()) > 0
+    assert fast.report.folded == sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-5)

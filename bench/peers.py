@@ -243,7 +243,7 @@ def measure_model(name: str, args, device: torch.device) -> tuple[dict, float | 
                for k in ("zoo_eager", "zoo_opt", "zoo_ort") if "timm" in ips and k in ips}
     for k, ratios in vs_timm.items():
         row[f"{k}_vs_timm"] = round(statistics.median(ratios), 3)
-        row[f"{k}_vs_timm_range"] = f"{min(ratios):.2f}-{max(ratios):.2f}"
+        row[f"{k}_vs_timm_range"] = span(min(ratios), max(ratios))
     best = [row[f"{k}_vs_timm"] for k in ("zoo_opt", "zoo_ort") if k in vs_timm]
     if best:
         row["zoo_best_vs_timm"] = max(best)
@@ -297,6 +297,12 @@ def _isolated(name: str, argv: list[str], order: str) -> tuple[dict, float | Non
     return got["row"], got["flops"], got["peak"]
 
 
+def span(lo: float, hi: float) -> str:
+    """``lo-hi`` to two decimals, rounded outwards: the range printed holds every value in it,
+    the ratio beside it (three decimals) too."""
+    return f"{math.floor(lo * 100) / 100:.2f}-{math.ceil(hi * 100) / 100:.2f}"
+
+
 def pool_rows(rows: list[dict]) -> dict:
     """One row from the same model's rows: images/s averaged, ratios by geometric mean, ranges
     joined."""
@@ -312,7 +318,7 @@ def pool_rows(rows: list[dict]) -> dict:
             out[key] = round(sum(values) / len(values), 2)
         elif key.endswith("_range"):
             ends = [float(v) for r in values for v in r.split("-")]
-            out[key] = f"{min(ends):.2f}-{max(ends):.2f}"
+            out[key] = span(min(ends), max(ends))
         elif "_vs_" in key:
             out[key] = round(geomean(values), 3)
     best = [out[k] for k in ("zoo_opt_vs_timm", "zoo_ort_vs_timm") if k in out]

@@ -66,6 +66,14 @@ def test_child_argv_replaces_models_and_build_order(peers):
                    "peers-first", "--row-json", "/tmp/row.json"]
 
 
+def test_span_rounds_outwards_so_it_holds_its_values(peers):
+    assert peers.span(1.2871, 1.3534) == "1.28-1.36"
+    assert peers.span(0.9, 1.1) in ("0.89-1.11", "0.90-1.10", "0.89-1.10", "0.90-1.11")
+    for lo, hi in ((0.3333, 0.6667), (1.0049, 1.0051), (2.5, 2.5)):
+        a, b = map(float, peers.span(lo, hi).split("-"))
+        assert a <= lo and hi <= b and b - a < hi - lo + 0.021
+
+
 def test_geomean_skips_missing_values(peers):
     assert peers.geomean([2.0, 8.0, None, 0]) == pytest.approx(4.0)
     assert math.isnan(peers.geomean([]))

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from .activations import ActLike, create_act
+from .conv2d import PooledConv2d
 from .conv_norm_act import ConvNormAct
 from .helpers import make_divisible
-from .conv2d import PooledConv2d
 
 
 class ChannelAttention(nn.Module):

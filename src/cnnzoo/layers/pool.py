@@ -21,8 +21,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from .norm import BatchNorm2d
 from .conv2d import DepthwiseConv2d, PooledConv2d
+from .norm import BatchNorm2d
 
 # Bytes of input per piece: a few images of a stem-sized activation, well inside L2+L3 and
 # under glibc's 32 MiB mmap ceiling, so each piece reuses memory instead of faulting in pages.

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from .activations import ActLike, create_act
-from .helpers import make_divisible
 from .conv2d import PooledConv2d
+from .helpers import make_divisible
 
 
 class SqueezeExcite(nn.Module):

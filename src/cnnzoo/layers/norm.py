@@ -6,8 +6,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-# glibc serves allocations above 32 MiB from fresh pages, faulted in on every call; below it,
-# from memory it already holds. Only above it does writing in place pay (see BatchNorm2d).
+# Where the heap is not kept (CNNZOO_KEEP_HEAP=0, perf/memory.py), glibc serves allocations
+# above 32 MiB from fresh pages, faulted in on every call; below it, from memory it already
+# holds. Only above it does writing in place pay much (see BatchNorm2d); kept, it still saves
+# the activation's memory.
 _FRESH_PAGES_BYTES = 32 << 20
 
 NormLike = str | type[nn.Module] | Callable[..., nn.Module] | None
@@ -37,7 +39,7 @@ class BatchNorm2d(nn.BatchNorm2d):
     Only for a block that knows its input is a new tensor nobody else reads (``ConvNormAct``:
     the conv's output), which it says with ``fresh_input=True``. In inference BatchNorm is
     ``x * scale + shift``; written into ``x`` it needs no new activation, which above glibc's
-    32 MiB ceiling is fresh pages every call (MobileNetV2's 16x96x112x112 expansion: 30 -> 18 ms
+    default 32 MiB ceiling is fresh pages every call (MobileNetV2's 16x96x112x112 expansion: 30 -> 18 ms
     with its activation; eager mobilenet_v2/v3 ~5% faster). Smaller inputs, training, tracing
     and export take torch's kernel; the parameters and state dict are torch's.
     """

@@ -25,7 +25,8 @@ from .conv2d import DepthwiseConv2d, PooledConv2d
 from .norm import BatchNorm2d
 
 # Bytes of input per piece: a few images of a stem-sized activation, well inside L2+L3 and
-# under glibc's 32 MiB mmap ceiling, so each piece reuses memory instead of faulting in pages.
+# under glibc's default 32 MiB mmap ceiling, so each piece reuses memory instead of faulting
+# in pages even where the heap is not kept (perf/memory.py).
 _PIECE_BYTES = 16 << 20
 
 

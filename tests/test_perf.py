@@ -449,8 +449,11 @@ def test_micro_batches_slice_the_body_and_run_the_head_once_on_the_whole_batch()
 
 
 def test_optimize_picks_the_micro_batch_the_clock_says_is_fastest():
-    # Each forward costs what the hook says for the batch it sees; the clock reads the total.
-    for cost, expect in ((lambda b: 1.0 + 0.1 * b, None), (lambda b: 0.1 * b * b, 2)):
+    # Each forward costs what the hook says for the batch its first conv sees; the clock
+    # reads the total. Then the early slices (tests/test_optimize_early.py) race the pick:
+    # the stem's conv, the one piece the hook costs, is all they slice.
+    for cost, expect, early in ((lambda b: 1.0 + 0.1 * b, None, None),
+                                (lambda b: 0.1 * b * b, 2, (4, 1))):
         model = randomise_bn(create_model("resnet18", num_classes=5))
         now = [0.0]
         model.stem.conv.register_forward_pre_hook(
@@ -458,11 +461,15 @@ def test_optimize_picks_the_micro_batch_the_clock_says_is_fastest():
         x = torch.randn(8, 3, 32, 32)
         fast = optimize(model, example=x, fold_bn=True, channels_last=False, onednn=False,
                         micro_batch="auto", clock=lambda: now[0])
+        picked = "folded_nchw" + (f"_mb{expect}" if expect else "")
+        raced = {f"{picked}_early4x{rows}" for rows in (1, 2) if rows < (expect or 8)}
         assert set(fast.report.timings_ms) == {"folded_nchw", "folded_nchw_mb2",
-                                               "folded_nchw_mb4"}
+                                               "folded_nchw_mb4"} | raced
         assert fast.report.micro_batch == expect
+        assert fast.report.early == early
         assert fast.report.timings_ms["folded_nchw_mb2"] == pytest.approx(
             1000 * 4 * cost(2))
+        assert fast.report.timings_ms[f"{picked}_early4x1"] == pytest.approx(1000 * 8 * cost(1))
         with torch.no_grad():
             torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
 

@@ -60,5 +60,7 @@ class MobileNet(ZooNet):
             # starts as their convs do: He normal on fan-out, not as a dense layer.
             nn.init.normal_(self.head.fc1.weight, 0.0, math.sqrt(2.0 / head_hidden))
 
+    feature_chain = ("stem", "stages", "conv_head")
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_head(self.stages(self.stem(x)))

@@ -57,6 +57,8 @@ class AlexNet(ZooNet):
             dict(num_chs=256, reduction=32, module="features.pool5"),
         ]
 
+    feature_chain = ("features",)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
@@ -113,6 +115,8 @@ class AlexNetOriginal(ZooNet):
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.normal_(m.weight, 0.0, 0.01)
                 nn.init.constant_(m.bias, 1.0 if name in ones else 0.0)
+
+    feature_chain = ("features",)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)

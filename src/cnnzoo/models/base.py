@@ -27,9 +27,21 @@ class ZooNet(nn.Module):
     num_classes: int
     num_features: int
     head: nn.Module
+    # The children ``forward_features`` applies one after another, where it does nothing else;
+    # a plain Sequential among them stands for its children. ``perf.optimize`` uses it to run
+    # the first pieces, on the largest maps, a few samples at a time and the rest on the batch.
+    feature_chain: tuple[str, ...] = ()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def feature_pieces(self) -> list[nn.Module]:
+        """The modules ``forward_features`` runs in turn; [] where it is no plain chain."""
+        pieces: list[nn.Module] = []
+        for name in self.feature_chain:
+            module = getattr(self, name)
+            pieces.extend(module.children() if type(module) is nn.Sequential else [module])
+        return pieces
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)

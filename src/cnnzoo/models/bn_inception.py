@@ -66,6 +66,8 @@ class BNInception(ZooNet):
         self.head = ClassifierHead(cin, num_classes, drop_rate=drop_rate)
         init_weights(self)
 
+    feature_chain = ("stem", "blocks")
+
     def forward_features(self, x):
         return self.blocks(self.stem(x))
 

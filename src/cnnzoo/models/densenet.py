@@ -149,6 +149,8 @@ class DenseNet(ZooNet):
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
+    feature_chain = ("stem", "stages", "final_norm")
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.final_norm(self.stages(self.stem(x)))
 

@@ -110,6 +110,8 @@ class DRN(ZooNet):
             nn.init.normal_(self.head.fc.weight, 0.0, (2.0 / self.head.fc.out_features) ** 0.5)
         restore_block_init(self)
 
+    feature_chain = ("stem", "stages")
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))
 

@@ -144,6 +144,8 @@ class InceptionResNetV2(ZooNet):
         else:
             init_weights(self)  # attention variants have no reference code: the family's He init
 
+    feature_chain = ("stem", "stages")
+
     def forward_features(self, x):
         return self.stages(self.stem(x))
 

@@ -133,6 +133,8 @@ class InceptionV4(ZooNet):
         else:
             init_weights(self)  # attention variants have no reference code: the family's He init
 
+    feature_chain = ("stem", "stages")
+
     def forward_features(self, x):
         return self.stages(self.stem(x))
 

@@ -62,6 +62,8 @@ class LeNet5(ZooNet):
             dict(num_chs=16, reduction=4, module="features.s4"),
         ]
 
+    feature_chain = ("features",)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 

@@ -248,6 +248,8 @@ class ResNet(ZooNet):
                 if hasattr(m, "last_bn"):
                     nn.init.zeros_(m.last_bn().weight)
 
+    feature_chain = ("stem", "stages")
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))
 

@@ -77,6 +77,8 @@ class VGG(ZooNet):
                 nn.init.zeros_(m.bias)
         restore_block_init(self)
 
+    feature_chain = ("stages",)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(x)
 

@@ -79,8 +79,8 @@ class InferenceModel(nn.Module):
     ``amp_dtype`` runs it in lower precision, either under autocast or, when ``cast`` is set,
     with weights converted once (no per-call weight casts) and inputs cast on the way in.
     ``micro_batch`` runs a larger batch that many samples at a time: every sample is computed
-    alone anyway in inference, and smaller activations stay in cache and in memory the
-    allocator already holds, where a whole batch's are fresh pages each call. For a cnnzoo
+    alone anyway in inference, and smaller activations stay in cache (and, where the heap is
+    not kept, in memory the allocator already holds: ``perf/memory.py``). For a cnnzoo
     model in eval mode only the body is sliced; its head runs once on the whole batch.
     ``early=(pieces, rows)`` (a cnnzoo model whose body is a chain, ``feature_pieces``) runs the
     first pieces ``rows`` samples at a time and the rest as ``micro_batch`` says: the first

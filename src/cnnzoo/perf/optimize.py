@@ -97,10 +97,12 @@ class InferenceModel(nn.Module):
         super().__init__()
         if micro_batch is not None and micro_batch < 1:
             raise ValueError(f"micro_batch must be a positive int or None, got {micro_batch}")
+        pieces: list[nn.Module] = []
         if early is not None:
             if not (isinstance(model, ZooNet) and runner is None):
                 raise ValueError("early slices need a cnnzoo model run by torch")
-            count = len(model.feature_pieces())
+            pieces = model.feature_pieces()
+            count = len(pieces)
             if not (0 < early[0] < count and early[1] >= 1):
                 raise ValueError(f"early must be (pieces, rows) with 0 < pieces < {count} "
                                  f"and rows >= 1, got {early}")
@@ -113,6 +115,8 @@ class InferenceModel(nn.Module):
         # A compiled module or an ONNX Runtime session wrapping self.model; kept out of the
         # module tree so parameters are not listed twice.
         object.__setattr__(self, "_run", model if runner is None else runner)
+        # Listed once, not on every call; a plain list, as the modules are self.model's.
+        object.__setattr__(self, "_pieces", pieces)
         self.report = report or OptimizeReport()
         for attr in ("default_cfg", "card", "model_name", "num_classes", "num_features"):
             if hasattr(model, attr):
@@ -144,7 +148,7 @@ class InferenceModel(nn.Module):
         if not self._early_applies(x):
             return self._in_pieces(self.model.forward_features, x)
         count, rows = self.early
-        pieces = self.model.feature_pieces()
+        pieces = self._pieces
 
         def chain(modules, t):
             for m in modules:

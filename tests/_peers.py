@@ -86,3 +86,32 @@ def input_side(ours: str) -> int:
     """A small square input our model accepts (fixed-size models keep theirs)."""
     cfg = default_cfg(ours)
     return cfg.input_size[-1] if cfg.fixed_size else max(64, cfg.min_size)
+
+
+def outputs_in_both_layouts(ours: nn.Module, theirs: nn.Module, x: torch.Tensor,
+                            atol: float = 1e-5) -> list:
+    """(ours, theirs, tolerance) on ``x``, each pair computed in one layout.
+
+    NCHW, ours told to keep the caller's layout: torch's kernels on both sides, within
+    ``atol`` (the pair that proves the weights map). NHWC, where ours runs a CPU input by
+    default (``ZooNet.cpu_layout``) and the peer is handed a channels_last copy: the same
+    convolutions, but ours normalises in place as ``x * scale + shift`` (layers/norm.py),
+    which rounds differently from torch's kernel by an ulp a layer. Through random weights a
+    deep net amplifies any rounding (timm's own efficientnet_b4 gave 0.45 apart, of 499, in
+    its two layouts; torchvision's resnet152 0.0022 of 28), so there ours must be no further
+    from theirs than twice their own two layouts are apart, plus ``atol`` of the largest
+    output: a wrong layer is further still. Where their own layouts differ by over 1% of the
+    largest output (efficientnet_b6 and b7: chaos, not arithmetic) rounding cannot be told
+    from an error, and only the NCHW pair is returned."""
+    with torch.no_grad():
+        layout, ours.cpu_layout = ours.cpu_layout, None
+        try:
+            pairs = [(ours(x), theirs(x), atol)]
+        finally:
+            ours.cpu_layout = layout
+        want = theirs(x.contiguous(memory_format=torch.channels_last))
+        spread = (want - pairs[0][1]).abs().max().item()
+        scale = max(1.0, want.abs().max().item())
+        if spread <= 0.01 * scale:
+            pairs.append((ours(x), want, atol * scale + 2 * spread))
+    return pairs

@@ -31,6 +31,13 @@ def same_padding(kernel_size: int, stride: int = 1, dilation: int = 1) -> int:
     return ((stride - 1) + dilation * (kernel_size - 1)) // 2
 
 
+def traced() -> bool:
+    """Whether torch is tracing, scripting, compiling or exporting: then a layer must run its
+    plain ops, which the tracer records, not a fast path of its own."""
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+            or torch.onnx.is_in_onnx_export())
+
+
 def layout_of(x: torch.Tensor) -> torch.memory_format:
     """The memory format a 4-D map is laid out in: what an op that makes its own output
     (a deformable conv, a reshape) should hand on, so the layers after it keep the layout the

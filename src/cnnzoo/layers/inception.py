@@ -193,9 +193,10 @@ class AuxHeadsMixin:
 
     def forward(self, x: torch.Tensor):
         if self.training and len(self.aux_heads):
+            x, _ = self.to_cpu_layout(x)  # the outputs are logits: no layout to hand back
             x, aux = run_with_aux(self.blocks, self.stem(x), self.aux_heads)
             return InceptionOutputs(self.forward_head(x), tuple(aux))
-        return self.forward_head(self.forward_features(x))
+        return super().forward(x)
 
     def reset_classifier(self, num_classes: int) -> None:
         super().reset_classifier(num_classes)

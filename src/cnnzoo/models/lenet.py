@@ -31,6 +31,9 @@ def _feature_side(img_size: int) -> int:
 
 
 class LeNet5(ZooNet):
+    # One channel of 32x32: NHWC is NCHW, and nothing is gained by asking.
+    cpu_layout = None
+
     def __init__(self, num_classes: int = 10, in_chans: int = 1, img_size: int = 32,
                  act_layer: str = "tanh"):
         super().__init__()

@@ -281,6 +281,10 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
                          f"got {micro_batch!r}")
     folded = model if inplace else copy.deepcopy(model)
     folded.eval()
+    if isinstance(folded, ZooNet):
+        # The layout is raced below and set by InferenceModel; the model must not move the
+        # input to its own choice behind it.
+        folded.cpu_layout = None
     # The gates of SE and CBAM as GEMMs: on a one-pixel map oneDNN's convolution (fused or
     # not) spends 30-100 us per call on a CPU setting up a few thousand multiply-adds.
     for m in folded.modules():

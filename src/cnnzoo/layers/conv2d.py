@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from .helpers import traced
+
 
 class PooledConv2d(nn.Conv2d):
     """``nn.Conv2d(in, out, 1)`` that runs as a matrix product on a one-pixel map when it pays.
@@ -87,8 +89,7 @@ class DepthwiseConv2d(nn.Conv2d):
                 and isinstance(x, torch.Tensor) and x.dim() == 4 and x.device.type == "cpu"
                 and x.dtype == self.weight.dtype == torch.float32 and x.is_contiguous()
                 and not torch.is_autocast_enabled("cpu")
-                and not (torch.jit.is_tracing() or torch.jit.is_scripting()
-                         or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()))
+                and not traced())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._channels_last_grad(x):

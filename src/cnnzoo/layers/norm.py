@@ -6,6 +6,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .helpers import traced
+
 NormLike = str | type[nn.Module] | Callable[..., nn.Module] | None
 
 _NORMS: dict[str, type[nn.Module]] = {
@@ -49,8 +51,7 @@ class BatchNorm2d(nn.BatchNorm2d):
     def _in_place(self, x) -> bool:
         if not self.fresh_input or self.training or not isinstance(x, torch.Tensor):
             return False
-        if (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
-                or torch.onnx.is_in_onnx_export()):
+        if traced():
             return False
         return (not torch.is_grad_enabled() and self.running_var is not None
                 and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conv2d import DepthwiseConv2d, PooledConv2d
+from .helpers import traced
 from .norm import BatchNorm2d
 
 # Bytes of input per piece: a few images of a stem-sized activation, well inside L2+L3 and
@@ -49,8 +50,7 @@ def onednn_pooling_pays() -> bool:
 def _fast_path(x: torch.Tensor) -> bool:
     # Tracing and export first: they must see the plain op, and asking a traced tensor about
     # its size would warn.
-    if (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
-            or torch.onnx.is_in_onnx_export()):
+    if traced():
         return False
     return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
             and x.is_contiguous() and x.numel() > 0

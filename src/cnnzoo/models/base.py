@@ -34,9 +34,10 @@ class ZooNet(nn.Module):
     # the first pieces, on the largest maps, a few samples at a time and the rest on the batch.
     feature_chain: tuple[str, ...] = ()
     # The layout ``forward`` runs the body in on a CPU. oneDNN's convolutions take NHWC as it
-    # stands and reorder NCHW on every call: on 2 cores, batch 16, inference ran 1.23x faster
-    # NHWC in resnet50, 1.24x in mobilenet_v2, 2.0x in googlenet, 1.03-1.8x in every family,
-    # and training steps 0.98-1.38x (bench/layouts.py). None runs the caller's layout as given;
+    # stands and reorder NCHW on every call: on 2 AVX2 cores, batch 16, eager inference ran
+    # 1.03-1.85x faster NHWC over 23 models (geometric mean 1.17; resnet50 1.03, mobilenet_v2
+    # 1.25, googlenet 1.85), training steps 1.06-1.31x (bench/layouts.py, README's table).
+    # None runs the caller's layout as given;
     # LeNet's 32x32 maps gain nothing. On a GPU the caller's layout stands: NHWC pays there
     # only in half precision, a choice ``--channels-last`` and ``optimize`` make.
     cpu_layout: torch.memory_format | None = torch.channels_last

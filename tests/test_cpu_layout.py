@@ -75,7 +75,7 @@ def test_traces_and_optimize_see_the_plain_model_and_the_callers_is_untouched():
         assert torch.allclose(fast(x), model(x), rtol=1e-4, atol=1e-5)
 
 
-def test_cuda_and_meta_tensors_keep_their_layout():
+def test_off_cpu_and_non_map_inputs_keep_their_layout():
     model = create_model("resnet18", num_classes=5)
     meta = torch.empty(2, 3, 64, 64, device="meta")
     moved, did = model.to_cpu_layout(meta)

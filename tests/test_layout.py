@@ -1,7 +1,7 @@
 """Memory layout: a model runs its maps in one layout all the way through.
 
-With ``cpu_layout = None`` that is the layout of its input. NCHW in, NCHW throughout: the computation is then torchvision's and timm's bit for bit
-(tests/test_weights_import.py). channels_last in, channels_last throughout, which is oneDNN's
+With ``cpu_layout = None`` that is the layout of its input. NCHW in, NCHW throughout: the
+computation is then torchvision's and timm's bit for bit (tests/test_weights_import.py). channels_last in, channels_last throughout, which is oneDNN's
 and cuDNN's fast path; no layer may drop back to NCHW (and cost a reorder at every layer after
 it), and the values are the NCHW run's up to fp32 rounding. The weights and state dict stay
 NCHW either way. By default a model on the CPU moves an NCHW input to its ``cpu_layout``

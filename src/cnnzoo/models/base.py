@@ -37,9 +37,9 @@ class ZooNet(nn.Module):
     # stands and reorder NCHW on every call: on 2 AVX2 cores, batch 16, eager inference ran
     # 1.03-1.85x faster NHWC over 23 models (geometric mean 1.17; resnet50 1.03, mobilenet_v2
     # 1.25, googlenet 1.85), training steps 1.06-1.31x (bench/layouts.py, README's table).
-    # None runs the caller's layout as given;
-    # LeNet's 32x32 maps gain nothing. On a GPU the caller's layout stands: NHWC pays there
-    # only in half precision, a choice ``--channels-last`` and ``optimize`` make.
+    # None runs the caller's layout as given; LeNet's 32x32 maps gain nothing. On a GPU the
+    # caller's layout stands: NHWC pays there only in half precision, a choice
+    # ``--channels-last`` and ``optimize`` make.
     cpu_layout: torch.memory_format | None = torch.channels_last
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

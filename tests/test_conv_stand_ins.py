@@ -1,5 +1,6 @@
-"""The Conv2d stand-ins: PooledConv2d (SE and CBAM gates as GEMMs) and DepthwiseConv2d (large
-depthwise kernels' weight gradient on channels_last copies), each where it pays and is safe."""
+"""The Conv2d stand-ins: PooledConv2d (SE and CBAM gates as GEMMs), DepthwiseConv2d (large
+depthwise kernels' weight gradient on channels_last copies) and Conv2d (a dense conv's weight
+gradient on NCHW copies where oneDNN's NHWC one is slow), each where it pays and is safe."""
 from __future__ import annotations
 
 import copy
@@ -13,7 +14,8 @@ import cnnzoo
 from cnnzoo.layers.cbam import ChannelAttention
 from cnnzoo.layers.pool import LayerTracer
 from cnnzoo.layers import ConvNormAct
-from cnnzoo.layers.conv2d import DepthwiseConv2d, PooledConv2d
+from cnnzoo.layers import conv2d as conv2d_module
+from cnnzoo.layers.conv2d import Conv2d, DepthwiseConv2d, PooledConv2d
 from cnnzoo.perf.onednn import FusedConv2d
 from cnnzoo.layers.squeeze_excite import SqueezeExcite
 from cnnzoo.perf.optimize import optimize
@@ -131,7 +133,7 @@ def test_depthwise_weight_gradient_through_channels_last_equals_the_convs(k, str
     x = torch.randn(3, 12, 17, 17, requires_grad=True)
     x2 = x.detach().clone().requires_grad_(True)
     got, want = ours(x), conv(x2)
-    assert "WeightGradChannelsLast" in _grad_fn_name(got)
+    assert "WeightGradIn" in _grad_fn_name(got)
     assert torch.equal(got, want)  # the forward is torch's own conv
     g = torch.randn_like(want)
     got.backward(g)
@@ -149,7 +151,7 @@ def test_depthwise_weight_gradient_through_channels_last_equals_the_convs(k, str
 def test_depthwise_takes_torchs_conv_wherever_its_path_does_not_pay_or_apply():
     x = torch.randn(2, 12, 9, 9, requires_grad=True)
     ours, _ = _depthwise(k=5)
-    assert "WeightGradChannelsLast" in _grad_fn_name(ours(x))
+    assert "WeightGradIn" in _grad_fn_name(ours(x))
     small, _ = _depthwise(k=3)
     assert _grad_fn_name(small(x)) == "ConvolutionBackward0"  # 3x3: the NCHW kernel is faster
     assert _grad_fn_name(ours(x.contiguous(memory_format=torch.channels_last))) == \
@@ -172,8 +174,8 @@ def test_only_frozen_inputs_still_give_the_weight_gradient():
 
 def test_conv_norm_act_builds_the_depthwise_stand_in_for_depthwise_convs_only():
     assert type(ConvNormAct(16, 16, 5, groups=16).conv) is DepthwiseConv2d
-    assert type(ConvNormAct(16, 32, 3).conv) is nn.Conv2d
-    assert type(ConvNormAct(16, 32, 3, groups=4).conv) is nn.Conv2d
+    assert type(ConvNormAct(16, 32, 3).conv) is Conv2d
+    assert type(ConvNormAct(16, 32, 3, groups=4).conv) is Conv2d
     model = cnnzoo.create_model("efficientnet_b0")
     assert sum(type(m) is DepthwiseConv2d for m in model.modules()) == 16
 
@@ -189,3 +191,146 @@ def test_optimize_folds_and_fuses_the_depthwise_stand_ins():
     assert fast.report.folded == sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     with torch.no_grad():
         torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+CL = torch.channels_last
+
+
+@pytest.fixture
+def slow_nhwc(monkeypatch):
+    """The AVX2-only machine's rule, on whatever CPU the suite runs on."""
+    monkeypatch.setattr(conv2d_module, "_slow_nhwc_weight_grad", lambda: True)
+
+
+def _dense(cin=16, cout=64, k=3, stride=1, dilation=1, bias=True, groups=1):
+    torch.manual_seed(0)
+    kw = dict(stride=stride, padding=dilation * (k // 2), dilation=dilation, bias=bias,
+              groups=groups)
+    ours, conv = Conv2d(cin, cout, k, **kw), nn.Conv2d(cin, cout, k, **kw)
+    conv.load_state_dict(ours.state_dict())
+    return ours, conv
+
+
+def _close_to_largest(mine, torchs):
+    # A weight gradient sums N x H x W products; NCHW and NHWC kernels add them in another order.
+    torch.testing.assert_close(mine, torchs, rtol=1e-5, atol=1e-5 * torchs.abs().max().item())
+
+
+@pytest.mark.parametrize("k, stride, dilation, bias", [(3, 1, 1, True), (3, 2, 1, False),
+                                                       (3, 1, 2, True), (5, 1, 1, False)])
+def test_dense_weight_gradient_through_nchw_equals_the_convs(slow_nhwc, k, stride, dilation,
+                                                             bias):
+    ours, conv = _dense(k=k, stride=stride, dilation=dilation, bias=bias)
+    x = torch.randn(3, 16, 19, 19).contiguous(memory_format=CL).requires_grad_(True)
+    x2 = x.detach().clone().requires_grad_(True)
+    got, want = ours(x), conv(x2)
+    assert "WeightGradIn" in _grad_fn_name(got)
+    assert torch.equal(got, want)  # the forward is torch's own NHWC conv
+    assert got.is_contiguous(memory_format=CL)
+    g = torch.randn_like(want)
+    got.backward(g)
+    want.backward(g)
+    assert torch.equal(x.grad, x2.grad)  # and so is the input gradient
+    _close_to_largest(ours.weight.grad, conv.weight.grad)
+    if bias:
+        _close_to_largest(ours.bias.grad, conv.bias.grad)
+    # The parameter's layout, so an optimiser's buffers keep it.
+    assert ours.weight.grad.is_contiguous()
+
+
+def test_dense_weight_gradient_keeps_a_channels_last_weights_layout(slow_nhwc):
+    ours, conv = _dense()
+    ours, conv = ours.to(memory_format=CL), conv.to(memory_format=CL)
+    x = torch.randn(2, 16, 12, 12).contiguous(memory_format=CL)
+    ours(x).sum().backward()
+    conv(x).sum().backward()
+    assert ours.weight.grad.is_contiguous(memory_format=CL)
+    _close_to_largest(ours.weight.grad, conv.weight.grad)
+
+
+def test_dense_stand_in_gives_second_order_gradients(slow_nhwc):
+    # A gradient penalty differentiates the input gradient again (create_graph=True).
+    ours, conv = _dense()
+    x = torch.randn(2, 16, 10, 10).contiguous(memory_format=CL).requires_grad_(True)
+    x2 = x.detach().clone().requires_grad_(True)
+    for m, inp in ((ours, x), (conv, x2)):
+        (gx,) = torch.autograd.grad(m(inp).pow(2).sum(), inp, create_graph=True)
+        gx.pow(2).sum().backward()
+    _close_to_largest(x.grad, x2.grad)
+    _close_to_largest(ours.weight.grad, conv.weight.grad)
+
+
+def test_dense_takes_torchs_conv_wherever_its_path_does_not_pay_or_apply(slow_nhwc,
+                                                                          monkeypatch):
+    x = torch.randn(2, 16, 9, 9).contiguous(memory_format=CL)
+    ours, _ = _dense()
+    assert "WeightGradIn" in _grad_fn_name(ours(x))
+    plain = "ConvolutionBackward0"
+    assert _grad_fn_name(ours(x.contiguous())) == plain  # NCHW already
+    for other in (_dense(k=1)[0],          # 1x1: NHWC's own kernel was the faster one
+                  _dense(cout=32)[0],      # few output channels: the copies cost more
+                  _dense(groups=2)[0]):    # grouped: not measured
+        assert _grad_fn_name(other(x)) == plain
+    few = torch.randn(2, 8, 9, 9).contiguous(memory_format=CL)
+    assert _grad_fn_name(_dense(cin=8)[0](few)) == plain  # a stem's few input channels
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _grad_fn_name(ours(x)) == plain
+    with torch.no_grad():
+        assert ours(x).grad_fn is None
+    monkeypatch.setattr(conv2d_module, "_slow_nhwc_weight_grad", lambda: False)
+    assert _grad_fn_name(ours(x)) == plain  # AVX-512: oneDNN's NHWC kernel is fast there
+    monkeypatch.setattr(conv2d_module, "_slow_nhwc_weight_grad", lambda: True)
+    ours.weight.requires_grad_(False)  # frozen (transfer learning): no weight gradient
+    assert _grad_fn_name(ours(x)) == plain
+
+
+@pytest.mark.parametrize("name", ["vgg11", "drn_c_26"])
+def test_a_training_step_gives_torchs_gradients_through_the_dense_stand_ins(slow_nhwc,
+                                                                             monkeypatch,
+                                                                             name):
+    # Through a whole family (VGG's plain 3x3s; DRN's strided and dilated ones), the model in
+    # its default NHWC layout: every parameter's gradient as with torch's conv alone.
+    torch.manual_seed(0)
+    model = cnnzoo.create_model(name, num_classes=10)
+    twin = copy.deepcopy(model)
+    x = torch.randn(2, 3, 64, 64)
+    target = torch.tensor([1, 7])
+    assert sum(type(m) is Conv2d for m in model.modules()) > 5
+    seen = []
+    monkeypatch.setattr(conv2d_module, "_WeightGradIn", _Spy(conv2d_module._WeightGradIn, seen))
+    torch.manual_seed(1)  # the same dropout masks in both
+    F.cross_entropy(model(x), target).backward()
+    assert seen, "the stand-in's path ran"
+    monkeypatch.setattr(conv2d_module, "_slow_nhwc_weight_grad", lambda: False)
+    torch.manual_seed(1)
+    F.cross_entropy(twin(x), target).backward()
+    for (pname, mine), theirs in zip(model.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-4,
+                                   atol=1e-5 * theirs.grad.abs().max().item() + 1e-8,
+                                   msg=lambda m: f"{pname}: {m}")
+
+
+class _Spy:
+    def __init__(self, fn, seen):
+        self.fn, self.seen = fn, seen
+
+    def apply(self, *args):
+        self.seen.append(args[-1])
+        return self.fn.apply(*args)
+
+
+def test_the_perf_passes_fold_and_fuse_the_dense_stand_ins():
+    model = cnnzoo.create_model("resnet18").eval()
+    x = torch.randn(2, 3, 64, 64)
+    fast = optimize(model, example=x, channels_last=True, onednn=True, micro_batch=None,
+                    onnxruntime=False, steps=1)
+    dense = [m.conv for m in fast.model.modules()
+             if isinstance(m, FusedConv2d) and type(m.conv) is Conv2d]
+    assert len(dense) == sum(type(m) is Conv2d for m in model.modules()) > 10
+    assert fast.report.folded == sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert any(isinstance(m, Conv2d) for m in fast.model.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-5)
+    graph = LayerTracer().trace(model)
+    assert any(n.op == "call_module" and type(model.get_submodule(n.target)) is Conv2d
+               for n in graph.nodes)  # kept whole, like torch's conv

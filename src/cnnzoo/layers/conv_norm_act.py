@@ -4,7 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from .activations import ActLike, create_act
-from .conv2d import DepthwiseConv2d
+from .conv2d import Conv2d, DepthwiseConv2d
 from .helpers import same_padding
 from .norm import BatchNorm2d, NormLike, get_norm_layer
 
@@ -31,7 +31,7 @@ class ConvNormAct(nn.Sequential):
         norm_layer = get_norm_layer(norm_layer)
         if bias is None:
             bias = norm_layer is None
-        conv = DepthwiseConv2d if groups == in_chs == out_chs > 1 else nn.Conv2d
+        conv = DepthwiseConv2d if groups == in_chs == out_chs > 1 else Conv2d
         layers: dict[str, nn.Module] = {
             "conv": conv(in_chs, out_chs, kernel_size, stride=stride, padding=padding,
                          dilation=dilation, groups=groups, bias=bias),

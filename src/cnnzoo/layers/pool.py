@@ -21,7 +21,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from .conv2d import DepthwiseConv2d, PooledConv2d
+from .conv2d import Conv2d, DepthwiseConv2d, PooledConv2d
 from .helpers import traced
 from .norm import BatchNorm2d
 
@@ -96,7 +96,7 @@ class AvgPool2d(nn.AvgPool2d):
 
 
 # Layers that compute what the torch layer they subclass computes, only faster somewhere.
-STAND_INS = (MaxPool2d, AvgPool2d, BatchNorm2d, PooledConv2d, DepthwiseConv2d)
+STAND_INS = (MaxPool2d, AvgPool2d, BatchNorm2d, Conv2d, PooledConv2d, DepthwiseConv2d)
 
 
 class LayerTracer(fx.Tracer):

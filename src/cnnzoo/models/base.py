@@ -36,7 +36,8 @@ class ZooNet(nn.Module):
     # The layout ``forward`` runs the body in on a CPU. oneDNN's convolutions take NHWC as it
     # stands and reorder NCHW on every call: on 2 AVX2 cores, batch 16, eager inference ran
     # 1.03-1.85x faster NHWC over 23 models (geometric mean 1.17; resnet50 1.03, mobilenet_v2
-    # 1.25, googlenet 1.85), training steps 1.06-1.31x (bench/layouts.py, README's table).
+    # 1.25, googlenet 1.85), a training step (batch 8) 1.07x (geometric mean of 11, with dense
+    # convs' weight gradient in NCHW: ``layers/conv2d.Conv2d``; bench/layouts.py, README).
     # None runs the caller's layout as given; LeNet's 32x32 maps gain nothing. On a GPU the
     # caller's layout stands: NHWC pays there only in half precision, a choice
     # ``--channels-last`` and ``optimize`` make.

@@ -20,12 +20,12 @@ from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from ..layers.conv2d import DepthwiseConv2d
+from ..layers.conv2d import Conv2d, DepthwiseConv2d
 from ..layers.deform_conv import DeformConv2d
 from ..layers.norm import BatchNorm2d
 from ..layers.pool import LayerTracer
 
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, DepthwiseConv2d)
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, Conv2d, DepthwiseConv2d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, BatchNorm2d, nn.BatchNorm3d)
 
 

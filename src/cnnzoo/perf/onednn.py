@@ -25,11 +25,11 @@ import torch
 from torch import fx, nn
 import torch.nn.functional as F
 
-from ..layers.conv2d import DepthwiseConv2d
+from ..layers.conv2d import Conv2d, DepthwiseConv2d
 from .fold import PerfTracer
 
 # Convolutions the fused call computes exactly; a depthwise one differs only in training.
-_PLAIN_CONVS = (nn.Conv2d, DepthwiseConv2d)
+_PLAIN_CONVS = (nn.Conv2d, Conv2d, DepthwiseConv2d)
 
 
 def available() -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
+from ..layers.conv2d import Conv2d
 from ..layers.norm import BatchNorm2d, inference_affine
 from .fold import search_traced
 
@@ -47,7 +48,8 @@ def _is_plain(m: nn.Module, kind: type[nn.Module]) -> bool:
 
 
 def _conv_ok(conv: nn.Module, channels: int) -> bool:
-    return (_is_plain(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and conv.groups == 1
+    return ((_is_plain(conv, nn.Conv2d) or _is_plain(conv, Conv2d))
+            and conv.kernel_size == (1, 1) and conv.groups == 1
             and conv.in_channels == channels and conv.padding_mode == "zeros"
             and conv.padding in ((0, 0), "valid"))
 

@@ -39,16 +39,17 @@ def test_optimize_keeps_outputs_for_one_model_of_every_family(name):
     x = small_input(name, batch=3)
     with torch.no_grad():
         ref = model(x)
-    # Every path with nothing measured: plain, then fused for oneDNN and run two samples
-    # at a time (3 = a slice of 2 and a remainder of 1).
+    # Every path with nothing measured: plain, then fused for oneDNN, every 3x3 stride-1 conv
+    # on NNPACK, and run two samples at a time (3 = a slice of 2 and a remainder of 1).
     for layout, fused in ((False, False), (True, False), (False, True), (True, True)):
         fast = optimize(model, example=x, fold_bn=True, channels_last=layout, onednn=fused,
-                        micro_batch=2 if fused else None)
+                        nnpack=fused, micro_batch=2 if fused else None)
         torch.testing.assert_close(
             fast(x), ref, rtol=1e-4, atol=1e-4,
             msg=lambda m: f"{name}, channels_last={layout}, oneDNN={fused}: {m}")
         assert fast.report.channels_last is layout
-        assert (fast.report.onednn > 0) is (fused and onednn_available())
+        assert (fast.report.onednn + fast.report.nnpack > 0) is (fused and onednn_available())
+        assert fast.report.nnpack == 0 or fused
         assert fast.report.micro_batch == (2 if fused else None)
 
 

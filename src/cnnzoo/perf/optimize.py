@@ -6,8 +6,9 @@ chosen by measuring on the device, because no rule holds everywhere: the memory 
 (channels_last lets oneDNN and cuDNN use their fastest dense kernels, yet depthwise and grouped
 convolutions can be slower in it on some builds), and, when asked, low precision by autocast or
 by weights cast once, ``torch.compile``, and ONNX Runtime (often the fastest on a CPU for the
-depthwise-heavy families). On a CPU in float32, two more: convolutions fused with what follows
-them into pre-packed oneDNN calls (``onednn.py``), and micro-batches.
+depthwise-heavy families). On a CPU in float32, three more: convolutions fused with what follows
+them into pre-packed oneDNN calls (``onednn.py``), 3x3 ones moved to NNPACK's Winograd kernels
+one by one where each measured faster there (``nnpack.py``), and micro-batches.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from torch import nn
 
 from ..layers.conv2d import PooledConv2d
 from ..models.base import ZooNet
+from . import nnpack as _nnpack
 from . import onednn as _onednn
 from .dense_buffer import buffer_dense_blocks
 from .fold import fold_batchnorm
@@ -42,6 +44,8 @@ class OptimizeReport:
     onnxruntime: bool = False
     # Convolutions fused into pre-packed oneDNN calls (CPU, float32); 0 where none were.
     onednn: int = 0
+    # 3x3 convolutions run on NNPACK's Winograd kernels (CPU, float32); 0 where none were.
+    nnpack: int = 0
     # The batch is run this many samples at a time; None: whole.
     micro_batch: int | None = None
     # (pieces, rows): the first pieces of the body, on the largest maps, run this many samples
@@ -62,6 +66,8 @@ class OptimizeReport:
             parts.append(self.amp)
         if self.onednn:
             parts.append(f"{self.onednn} convs fused for oneDNN")
+        if self.nnpack:
+            parts.append(f"{self.nnpack} 3x3 convs on NNPACK")
         if self.early:
             parts.append(f"first {self.early[0]} body pieces {self.early[1]} at a time")
         if self.micro_batch:
@@ -247,7 +253,8 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
              fold_bn: bool | str = "auto", channels_last: bool | str = "auto",
              amp_dtype: torch.dtype | None = None, compile: bool | str = False,
              compile_backend: str = "inductor", onnxruntime: bool | str = False,
-             onednn: bool | str = "auto", micro_batch: int | str | None = "auto",
+             onednn: bool | str = "auto", nnpack: bool | str = "auto",
+             micro_batch: int | str | None = "auto",
              inplace: bool = False, warmup: int = 1, steps: int = 3,
              clock: Clock = time.perf_counter) -> InferenceModel:
     """Return an :class:`InferenceModel` computing what ``model`` computes (to ~1e-5), faster.
@@ -261,7 +268,10 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
     needs the BatchNorm gone.
     ``amp_dtype`` (bfloat16, float16) runs in lower precision and measures autocast against
     weights cast once. ``onednn`` (CPU, float32) fuses each convolution with its activation
-    and residual add into one oneDNN call on weights packed once (``onednn.py``).
+    and residual add into one oneDNN call on weights packed once (``onednn.py``). ``nnpack``
+    (with those fused calls): 'auto' times each 3x3 stride-1 conv on NNPACK against its oneDNN
+    call at the input it sees in the model, once at the whole batch, and moves the ones NNPACK
+    ran faster; True moves them all, unmeasured.
     ``micro_batch`` (an int, None, or 'auto': on a CPU, 2, 4 and 8 measured against the whole
     batch) runs large batches in slices, through torch or ONNX Runtime alike.
     ``onnxruntime=True`` hands the model to ONNX Runtime without measuring torch's own
@@ -272,7 +282,8 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
     ``inplace=True``, because folding rewrites its weights.
     """
     for name, value in (("fold_bn", fold_bn), ("channels_last", channels_last),
-                        ("compile", compile), ("onnxruntime", onnxruntime), ("onednn", onednn)):
+                        ("compile", compile), ("onnxruntime", onnxruntime), ("onednn", onednn),
+                        ("nnpack", nnpack)):
         _choice(value, name)
     if not (micro_batch in (None, "auto") or (isinstance(micro_batch, int)
                                               and not isinstance(micro_batch, bool)
@@ -385,31 +396,55 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
             best, best_name, best_ms = cast, best_name + "_cast", cast_ms
 
     # Stage 3, oneDNN on a CPU: conv + activation (+ residual add) as one call each, on weights
-    # packed once for the input size they will see.
-    def fused_copy(rows: int) -> nn.Module:
+    # packed once for the input size they will see; then the 3x3 convs NNPACK runs faster.
+    # Those are measured once, on the whole batch, and the same ones move in every slice's copy.
+    use_nnpack = use_onednn and bool(nnpack) and _nnpack.available()
+    nnpack_names: dict[bool, list[str]] = {}  # by layout: NNPACK's choice is measured in each
+
+    def fused_copy(rows: int, lay: bool = layout) -> nn.Module:
         m = copy.deepcopy(chosen)
-        _onednn.fuse_for_cpu(m, best._prepare(example[:rows]))
+        if lay == layout:
+            x = best._prepare(example[:rows])
+        else:
+            _set_layout(m, lay)
+            x = example[:rows].contiguous(
+                memory_format=torch.channels_last if lay else torch.contiguous_format)
+        _onednn.fuse_for_cpu(m, x)
+        if use_nnpack:
+            if lay not in nnpack_names:
+                nnpack_names[lay] = _nnpack.choose(m, x, measure=nnpack == "auto",
+                                                   warmup=warmup, steps=steps, clock=clock)
+            _nnpack.place(m, nnpack_names[lay])
         return m
 
     # Stage 4, micro-batches (CPU): slices of the batch. They are tried on the fused and the
     # plain model alike, as the two are often within noise whole; every candidate of stages 3
     # and 4 races the model chosen so far, in turns.
     pool = {best_name: best}
-    fused_name = None
+    fused: dict[str, bool] = {}  # the fused candidates, with their layout
     if use_onednn:
         m = fused_copy(example.shape[0])
-        if _onednn.count_fused(m):
-            fused_name = best_name + "_onednn"
+        if _onednn.count_fused(m) or _nnpack.count(m):
             if onednn is True:
                 pool = {}  # asked for: the plain model is no candidate
-            pool[fused_name] = wrap(m, layout)
+            pool[best_name + "_onednn"] = wrap(m, layout)
+            fused[best_name + "_onednn"] = layout
+        # NNPACK takes NCHW only: where the plain model chose channels_last, the fused one in
+        # NCHW, 3x3 convs on NNPACK with no layout conversions, races too. VGG-16 is the case:
+        # its layouts are within noise on oneDNN, while its convs ran 1.1-1.6x faster on
+        # NNPACK from NCHW and 0.7-1.5x from NHWC (bench/nnpack_layers.py).
+        if use_nnpack and layout and channels_last == "auto":
+            m = fused_copy(example.shape[0], False)
+            if _nnpack.count(m):
+                pool[layout_name(key, False) + "_onednn"] = wrap(m, False)
+                fused[layout_name(key, False) + "_onednn"] = False
     sizes = [m for m in (2, 4, 8) if m < example.shape[0]] \
         if micro_batch == "auto" and device.type == "cpu" else []
     if not ort_only:
         for whole_name, whole in list(pool.items()):
             for mb in sizes:
                 # Packed weights suit one input size: pack them again for the slice.
-                m = fused_copy(mb) if whole_name == fused_name else whole.model
+                m = fused_copy(mb, fused[whole_name]) if whole_name in fused else whole.model
                 pool[f"{whole_name}_mb{mb}"] = InferenceModel(
                     m, channels_last=whole.channels_last, amp_dtype=amp_dtype, cast=whole.cast,
                     micro_batch=mb, report=report)
@@ -436,7 +471,7 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
             best = contest[best_name]
     if isinstance(micro_batch, int) and not ort_only:
         # A size given: slice the chosen model, without measuring.
-        m = fused_copy(micro_batch) if best_name == fused_name else best.model
+        m = fused_copy(micro_batch, fused[best_name]) if best_name in fused else best.model
         best = InferenceModel(m, channels_last=best.channels_last, amp_dtype=amp_dtype,
                               cast=best.cast, micro_batch=micro_batch, report=report)
         best_name, best_ms = f"{best_name}_mb{micro_batch}", None
@@ -478,6 +513,7 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
     report.micro_batch = best.micro_batch
     report.early = getattr(best, "early", None)
     report.onednn = _onednn.count_fused(best.model)
+    report.nnpack = _nnpack.count(best.model)
     if not best_folded:
         report.folded = report.preact = 0
     report.amp = (f"{str(amp_dtype).removeprefix('torch.')} "

@@ -10,8 +10,8 @@ tile on a 7x7 map is mostly padding). No rule of thumb holds across CPUs, so eac
 at the input it sees in the model and moved only where NNPACK won.
 
 NNPACK ships inside PyTorch (``torch._nnpack_spatial_convolution``), takes NCHW only, and fuses
-nothing but the bias; a ReLU after it is one pass in place, and a channels_last input is
-converted in and the output back, costs the race includes.
+nothing but the bias: the activation after it is one more pass (in place where torch has one),
+and a channels_last input is converted in and the output back, costs the race includes.
 """
 from __future__ import annotations
 

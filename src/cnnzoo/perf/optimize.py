@@ -403,12 +403,10 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
 
     def fused_copy(rows: int, lay: bool = layout) -> nn.Module:
         m = copy.deepcopy(chosen)
-        if lay == layout:
-            x = best._prepare(example[:rows])
-        else:
-            _set_layout(m, lay)
-            x = example[:rows].contiguous(
-                memory_format=torch.channels_last if lay else torch.contiguous_format)
+        _set_layout(m, lay)  # a no-op in the layout chosen; NCHW for NNPACK's own candidate
+        x = example[:rows]  # as InferenceModel._prepare hands it on (oneDNN: no cast)
+        if lay:
+            x = x.contiguous(memory_format=torch.channels_last)
         _onednn.fuse_for_cpu(m, x)
         if use_nnpack:
             if lay not in nnpack_names:

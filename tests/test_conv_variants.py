@@ -1,6 +1,8 @@
 """Convolution variants: deformable (v1, v2), dilated ResNets (output_stride) and the DRN paper's network."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -61,6 +63,24 @@ def test_deformable_conv_moves_its_samples_when_offsets_are_not_zero():
     assert not torch.allclose(moved, _conv_twin(deform)(x), atol=1e-3)
     assert deform.conv_offset.out_channels == 18
     assert DeformConv2d(4, 4, 3).conv_offset.out_channels == 27  # v2: 2*9 offsets + 9 masks
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_deformable_conv_runs_in_low_precision_on_a_cpu(dtype):
+    # torchvision's CPU kernel has no bf16/fp16: the layer computes in float32 and hands back
+    # the input's dtype, cast weights (optimize's bf16 model) and autocast alike.
+    torch.manual_seed(0)
+    deform = DeformConv2d(4, 6, 3, bias=True)
+    nn.init.normal_(deform.conv_offset.weight, std=0.1)
+    x = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        ref = deform(x)
+        low = copy.deepcopy(deform).to(dtype)(x.to(dtype))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            auto = deform(x.to(torch.bfloat16))
+    assert low.dtype == dtype and auto.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), ref, rtol=0.02, atol=0.02 * ref.abs().max())
+    torch.testing.assert_close(auto.float(), ref, rtol=0.02, atol=0.02 * ref.abs().max())
 
 
 def test_dcn_resnet50_makes_the_3x3s_of_conv3_to_conv5_deformable_and_loads_resnet50():

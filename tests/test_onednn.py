@@ -11,6 +11,7 @@ from torch import nn
 
 from cnnzoo import create_model
 from cnnzoo.layers.conv2d import Conv2d
+from cnnzoo.perf import onednn
 from cnnzoo.perf.fold import fold_batchnorm
 from cnnzoo.perf.onednn import FusedConv2d, available, count_fused, fuse_for_cpu
 
@@ -222,6 +223,35 @@ def test_fused_models_copy_move_and_save_their_weights():
     assert set(twin.state_dict()) == {"0.conv.weight", "0.conv.bias"}
     with pytest.raises(RuntimeError, match="float32"):
         twin.double()
+
+
+def test_bf16_convs_fuse_and_pack_in_bf16_where_onednn_has_bf16_kernels(monkeypatch):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.SiLU(),
+                          nn.Conv2d(8, 8, 1)).eval().to(torch.bfloat16)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.bfloat16)
+    with torch.no_grad():
+        ref = model(x)
+        fused = copy.deepcopy(model)
+        expect = 2 if available(torch.bfloat16) else 0
+        assert fuse_for_cpu(fused, x) == expect
+        if expect:
+            assert {m.packed.dtype for m in _fused(fused)} == {torch.bfloat16}
+            # The activation runs inside the conv before the bf16 rounding: a rounding apart.
+            torch.testing.assert_close(fused(x).float(), ref.float(), rtol=0.02, atol=0.02)
+            back = copy.deepcopy(fused).float()  # packs again, in float32
+            assert {m.packed.dtype for m in _fused(back)} == {torch.float32}
+            torch.testing.assert_close(back(x.float()), model.float()(x.float()),
+                                       rtol=1e-5, atol=1e-5)
+    # Where oneDNN has no bf16 kernels nothing in bf16 is packable, and a fused model cast to
+    # bf16 says so rather than computing in another precision.
+    monkeypatch.setattr(onednn, "_bf16_kernels", lambda: False)
+    assert not available(torch.bfloat16) and available(torch.float32)
+    plain = copy.deepcopy(model).float()
+    fuse_for_cpu(plain, x.float())
+    with pytest.raises(RuntimeError, match="bfloat16"):
+        plain.to(torch.bfloat16)
+    assert not available(torch.float16)
 
 
 def test_untraceable_modules_are_searched_child_by_child():

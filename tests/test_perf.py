@@ -227,11 +227,17 @@ def test_optimize_keeps_batchnorm_where_measured_faster_unfolded():
         torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("amp_dtype", [None, torch.bfloat16], ids=["fp32", "bf16"])
-def test_optimize_folds_unmeasured_where_onednn_fusion_follows(amp_dtype):
-    # On a CPU in float32 the unfolded model would lose every conv-activation fusion, so it
-    # is not raced; in bf16 (no oneDNN stage) folding stays a measured choice. The clock
-    # makes unfolded steps 10x cheaper: raced, they would win.
+@pytest.mark.parametrize("amp_dtype,bf16_kernels",
+                         [(None, True), (torch.bfloat16, True), (torch.bfloat16, False)],
+                         ids=["fp32", "bf16", "bf16-without-onednn-bf16"])
+def test_optimize_folds_unmeasured_where_onednn_fusion_follows(amp_dtype, bf16_kernels,
+                                                               monkeypatch):
+    # On a CPU the unfolded model would lose every conv-activation fusion, so it is not raced;
+    # in bf16 where oneDNN has no bf16 kernels (no oneDNN stage) folding stays a measured
+    # choice. The clock makes unfolded steps 10x cheaper: raced, they would win.
+    from cnnzoo.perf import onednn
+    if not bf16_kernels:
+        monkeypatch.setattr(onednn, "_bf16_kernels", lambda: False)
     model = randomise_bn(create_model("resnet18", num_classes=5))
     running = {}
     model.stem.conv.register_forward_pre_hook(
@@ -245,10 +251,12 @@ def test_optimize_folds_unmeasured_where_onednn_fusion_follows(amp_dtype):
     fast = optimize(model, example=x, fold_bn="auto", channels_last=False, micro_batch=None,
                     amp_dtype=amp_dtype, clock=clock)
     unfolded_raced = any(k.startswith("unfolded") for k in fast.report.timings_ms)
-    fused = amp_dtype is None and onednn_available()
+    fused = onednn_available(amp_dtype or torch.float32)
+    assert fused is (onednn_available() and (amp_dtype is None or bf16_kernels))
     assert unfolded_raced is not fused
     assert (fast.report.folded == 20) is fused
-    assert ("folded_nchw_onednn" in fast.report.timings_ms) is fused
+    fused_name = "folded_nchw_cast_onednn" if amp_dtype else "folded_nchw_onednn"
+    assert (fused_name in fast.report.timings_ms) is fused
 
 
 def test_optimize_compile_path_runs_and_keeps_outputs():
@@ -266,7 +274,7 @@ def test_optimize_low_precision_by_autocast_or_by_weights_cast_once():
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         ref = model(x)
-    fast = optimize(model, example=x, fold_bn=True, channels_last=False,
+    fast = optimize(model, example=x, fold_bn=True, channels_last=False, onednn=False,
                     amp_dtype=torch.bfloat16)
     assert fast.report.amp in ("bfloat16 autocast", "bfloat16 weights cast")
     assert set(fast.report.timings_ms) == {"folded_nchw", "folded_nchw_cast"}
@@ -279,6 +287,51 @@ def test_optimize_low_precision_by_autocast_or_by_weights_cast_once():
         # The split calls of the model contract take float32 in, as the original did.
         split = low.forward_head(low.forward_features(x).float())
         torch.testing.assert_close(split.float(), out.float(), rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("bf16_kernels", [True, False], ids=["onednn-bf16", "without"])
+def test_optimize_fuses_bf16_convs_on_weights_cast_once(bf16_kernels, monkeypatch):
+    from cnnzoo.perf import onednn
+    if not bf16_kernels:
+        monkeypatch.setattr(onednn, "_bf16_kernels", lambda: False)
+    model = randomise_bn(create_model("resnet18", num_classes=5))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+    fast = optimize(model, example=x, fold_bn=True, channels_last=True, onednn=True,
+                    amp_dtype=torch.bfloat16, micro_batch=None)
+    fused = [m for m in fast.model.modules() if isinstance(m, onednn.FusedConv2d)]
+    expect = onednn_available(torch.bfloat16)
+    assert expect is (bf16_kernels and onednn_available())
+    assert (fast.report.onednn == len(fused) == 20) is expect
+    if expect:
+        # Asked for (onednn=True), the fused model is the only candidate left, on bf16 weights.
+        assert fast.report.amp == "bfloat16 weights cast"
+        assert {m.packed.dtype for m in fused} == {torch.bfloat16}
+    out = fast(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, rtol=0.03, atol=0.03 * ref.abs().max())
+
+
+# bf16 takes the paths fp32 does, on weights cast once: every family must still run and give
+# the float32 logits to bf16's rounding. Ops with no bf16 kernel on a CPU (AlexNet's LRN pools
+# in 3-d) leave the model under autocast, which runs them in float32.
+@pytest.mark.parametrize("name", FAMILIES.values(), ids=FAMILIES.keys())
+def test_optimize_in_bf16_keeps_outputs_for_one_model_of_every_family(name):
+    torch.manual_seed(0)
+    model = randomise_bn(create_model(name))
+    x = small_input(name, batch=3)
+    with torch.no_grad():
+        ref = model(x)
+    fast = optimize(model, example=x, fold_bn=True, channels_last=True, onednn=True,
+                    amp_dtype=torch.bfloat16, micro_batch=2)
+    out = fast(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, rtol=0.02, atol=0.02 * ref.abs().max(),
+                               msg=lambda m: f"{name} in bf16 ({fast.report.describe()}): {m}")
+    cast = fast.report.amp == "bfloat16 weights cast"
+    assert cast or fast.report.amp == "bfloat16 autocast"
+    assert (fast.report.onednn > 0) is (cast and onednn_available(torch.bfloat16))
 
 
 def test_optimize_can_hand_the_model_to_onnxruntime():

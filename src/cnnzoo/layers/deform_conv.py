@@ -68,8 +68,16 @@ class DeformConv2d(nn.Module):
         # would otherwise pay for every command.
         from torchvision.ops import deform_conv2d
 
-        return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride,
-                             padding=self.padding, dilation=self.dilation, mask=mask)
+        dtype = x.dtype
+        if x.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
+            # torchvision's CPU kernel has float32 and float64 only (on CUDA its autocast rule
+            # casts to float32 too): the sum runs there, and the input's dtype comes back.
+            x, offset = x.float(), offset.float()
+            mask = None if mask is None else mask.float()
+        weight = self.weight.to(x.dtype)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return deform_conv2d(x, offset, weight, bias, stride=self.stride, padding=self.padding,
+                             dilation=self.dilation, mask=mask).to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         offset, mask = self.offsets_and_mask(x)

@@ -6,9 +6,10 @@ chosen by measuring on the device, because no rule holds everywhere: the memory 
 (channels_last lets oneDNN and cuDNN use their fastest dense kernels, yet depthwise and grouped
 convolutions can be slower in it on some builds), and, when asked, low precision by autocast or
 by weights cast once, ``torch.compile``, and ONNX Runtime (often the fastest on a CPU for the
-depthwise-heavy families). On a CPU in float32, three more: convolutions fused with what follows
-them into pre-packed oneDNN calls (``onednn.py``), 3x3 ones moved to NNPACK's Winograd kernels
-one by one where each measured faster there (``nnpack.py``), and micro-batches.
+depthwise-heavy families). On a CPU, three more: convolutions fused with what follows them into
+pre-packed oneDNN calls (``onednn.py``; in float32, and in bfloat16 on weights cast once where
+oneDNN has bf16 kernels), 3x3 ones moved to NNPACK's Winograd kernels one by one where each
+measured faster there (``nnpack.py``, float32), and micro-batches.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ class OptimizeReport:
     channels_last: bool = False
     compiled: str | None = None
     onnxruntime: bool = False
-    # Convolutions fused into pre-packed oneDNN calls (CPU, float32); 0 where none were.
+    # Convolutions fused into pre-packed oneDNN calls (CPU, float32 or bf16); 0 where none were.
     onednn: int = 0
     # 3x3 convolutions run on NNPACK's Winograd kernels (CPU, float32); 0 where none were.
     nnpack: int = 0
@@ -216,6 +217,20 @@ def _early_split(candidate: InferenceModel, example: torch.Tensor) -> int | None
     return None
 
 
+@torch.inference_mode()
+def _runs(candidate: InferenceModel, example: torch.Tensor) -> bool:
+    """Whether ``candidate`` runs ``example`` at all, or meets an op with no kernel for its
+    dtype on this device (torch raises NotImplementedError, or a RuntimeError saying "not
+    implemented for 'BFloat16'" as torchvision's deformable conv does)."""
+    try:
+        candidate(example[:1])
+    except (NotImplementedError, RuntimeError) as exc:
+        if isinstance(exc, NotImplementedError) or "not implemented for" in str(exc):
+            return False
+        raise
+    return True
+
+
 def _join(outs: list):
     """The slices' outputs joined along the batch, whatever nest of tuples holds them."""
     first = outs[0]
@@ -267,7 +282,8 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
     Where ``onednn`` fuses (CPU, float32) 'auto' folds without measuring, since the fusion
     needs the BatchNorm gone.
     ``amp_dtype`` (bfloat16, float16) runs in lower precision and measures autocast against
-    weights cast once. ``onednn`` (CPU, float32) fuses each convolution with its activation
+    weights cast once. ``onednn`` (CPU, float32; bfloat16 too where oneDNN has bf16 kernels,
+    racing as a model with weights cast once) fuses each convolution with its activation
     and residual add into one oneDNN call on weights packed once (``onednn.py``). ``nnpack``
     (with those fused calls): 'auto' times each 3x3 stride-1 conv on NNPACK against its oneDNN
     call at the input it sees in the model, once at the whole batch, and moves the ones NNPACK
@@ -306,8 +322,9 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
     ort_only = onnxruntime is True
     report = OptimizeReport()
     device = _device_of(folded)
-    use_onednn = bool(onednn) and amp_dtype is None and device.type == "cpu" and \
-        _onednn.available() and not ort_only
+    # In bfloat16 the fused calls take weights cast once, so they race as a cast model.
+    use_onednn = bool(onednn) and device.type == "cpu" and not ort_only and \
+        amp_dtype in (None, torch.bfloat16) and _onednn.available(amp_dtype or torch.float32)
     # Where oneDNN fusion follows, the unfolded model is no real candidate: a BatchNorm between
     # a conv and its activation is a fusion lost. Raced anyway on 2 shared cores, it won by
     # noise (resnet50, mobilenet_v3_large), then ran slower than folded when measured again.
@@ -388,23 +405,30 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
 
     # Stage 2, low precision: autocast re-casts every weight on every call; casting the
     # weights once saves that, at the price of pooling and the classifier running in low
-    # precision too.
+    # precision too. Some ops have no low-precision kernel on some devices (AlexNet's LRN
+    # pools in 3-d, which a CPU has in float32 only; autocast runs it so): a model cast whole
+    # that cannot run is no candidate.
+    cast_runs = False
     if amp_dtype is not None and not ort_only:
         cast = wrap(copy.deepcopy(chosen).to(amp_dtype), layout, cast=True)
-        cast_ms = measure(best_name + "_cast", cast)
-        if cast_ms < baseline():
-            best, best_name, best_ms = cast, best_name + "_cast", cast_ms
+        cast_runs = _runs(cast, example)
+        if cast_runs:
+            cast_ms = measure(best_name + "_cast", cast)
+            if cast_ms < baseline():
+                best, best_name, best_ms = cast, best_name + "_cast", cast_ms
 
     # Stage 3, oneDNN on a CPU: conv + activation (+ residual add) as one call each, on weights
     # packed once for the input size they will see; then the 3x3 convs NNPACK runs faster.
     # Those are measured once, on the whole batch, and the same ones move in every slice's copy.
-    use_nnpack = use_onednn and bool(nnpack) and _nnpack.available()
+    use_nnpack = use_onednn and amp_dtype is None and bool(nnpack) and _nnpack.available()
     nnpack_names: dict[bool, list[str]] = {}  # by layout: NNPACK's choice is measured in each
 
     def fused_copy(rows: int, lay: bool = layout) -> nn.Module:
         m = copy.deepcopy(chosen)
         _set_layout(m, lay)  # a no-op in the layout chosen; NCHW for NNPACK's own candidate
-        x = example[:rows]  # as InferenceModel._prepare hands it on (oneDNN: no cast)
+        x = example[:rows]  # as InferenceModel._prepare hands it on
+        if amp_dtype is not None:
+            m, x = m.to(amp_dtype), x.to(amp_dtype)
         if lay:
             x = x.contiguous(memory_format=torch.channels_last)
         _onednn.fuse_for_cpu(m, x)
@@ -420,13 +444,14 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
     # and 4 races the model chosen so far, in turns.
     pool = {best_name: best}
     fused: dict[str, bool] = {}  # the fused candidates, with their layout
-    if use_onednn:
+    if use_onednn and (amp_dtype is None or cast_runs):
         m = fused_copy(example.shape[0])
         if _onednn.count_fused(m) or _nnpack.count(m):
             if onednn is True:
                 pool = {}  # asked for: the plain model is no candidate
-            pool[best_name + "_onednn"] = wrap(m, layout)
-            fused[best_name + "_onednn"] = layout
+            name = layout_name(key, layout) + ("_cast" if amp_dtype else "") + "_onednn"
+            pool[name] = wrap(m, layout, cast=amp_dtype is not None)
+            fused[name] = layout
         # NNPACK takes NCHW only: where the plain model chose channels_last, the fused one in
         # NCHW, 3x3 convs on NNPACK with no layout conversions, races too. VGG-16 is the case:
         # its layouts are within noise on oneDNN, while its convs ran 1.1-1.6x faster on

@@ -32,13 +32,18 @@ def test_every_family_has_a_model_for_the_optimize_check():
 
 # One test per family, so that pytest-xdist spreads them: the oneDNN paths trace and freeze
 # the model, seconds each.
-@pytest.mark.parametrize("name", FAMILIES.values(), ids=FAMILIES.keys())
-def test_optimize_keeps_outputs_for_one_model_of_every_family(name):
+def _family_case(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A family's model with BN statistics that matter, a batch of 3, and its eager logits."""
     torch.manual_seed(0)
     model = randomise_bn(create_model(name))
     x = small_input(name, batch=3)
     with torch.no_grad():
-        ref = model(x)
+        return model, x, model(x)
+
+
+@pytest.mark.parametrize("name", FAMILIES.values(), ids=FAMILIES.keys())
+def test_optimize_keeps_outputs_for_one_model_of_every_family(name):
+    model, x, ref = _family_case(name)
     # Every path with nothing measured: plain, then fused for oneDNN, every 3x3 stride-1 conv
     # on NNPACK, and run two samples at a time (3 = a slice of 2 and a remainder of 1).
     for layout, fused in ((False, False), (True, False), (False, True), (True, True)):
@@ -318,11 +323,7 @@ def test_optimize_fuses_bf16_convs_on_weights_cast_once(bf16_kernels, monkeypatc
 # in 3-d) leave the model under autocast, which runs them in float32.
 @pytest.mark.parametrize("name", FAMILIES.values(), ids=FAMILIES.keys())
 def test_optimize_in_bf16_keeps_outputs_for_one_model_of_every_family(name):
-    torch.manual_seed(0)
-    model = randomise_bn(create_model(name))
-    x = small_input(name, batch=3)
-    with torch.no_grad():
-        ref = model(x)
+    model, x, ref = _family_case(name)
     fast = optimize(model, example=x, fold_bn=True, channels_last=True, onednn=True,
                     amp_dtype=torch.bfloat16, micro_batch=2)
     out = fast(x)

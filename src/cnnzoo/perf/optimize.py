@@ -219,9 +219,9 @@ def _early_split(candidate: InferenceModel, example: torch.Tensor) -> int | None
 
 @torch.inference_mode()
 def _runs(candidate: InferenceModel, example: torch.Tensor) -> bool:
-    """Whether ``candidate`` runs ``example`` at all, or meets an op with no kernel for its
-    dtype on this device (torch raises NotImplementedError, or a RuntimeError saying "not
-    implemented for 'BFloat16'" as torchvision's deformable conv does)."""
+    """Whether ``candidate`` runs ``example``; False where it meets an op with no kernel for
+    its dtype on this device (torch raises NotImplementedError, or a RuntimeError saying "not
+    implemented for 'BFloat16'", as torchvision's deformable conv does)."""
     try:
         candidate(example[:1])
     except (NotImplementedError, RuntimeError) as exc:
@@ -279,8 +279,8 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
     the model's default input size) and keeps the fastest; True forces it. Folding is a choice
     too because it does not always pay: on an H100 in bf16, cuDNN's conv-with-bias ran resnet50
     about 10% slower than conv + BatchNorm, while compiled, the folded model was the fastest.
-    Where ``onednn`` fuses (CPU, float32) 'auto' folds without measuring, since the fusion
-    needs the BatchNorm gone.
+    Where ``onednn`` fuses (CPU, float32 or bf16) 'auto' folds without measuring, since the
+    fusion needs the BatchNorm gone.
     ``amp_dtype`` (bfloat16, float16) runs in lower precision and measures autocast against
     weights cast once. ``onednn`` (CPU, float32; bfloat16 too where oneDNN has bf16 kernels,
     racing as a model with weights cast once) fuses each convolution with its activation

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from datagen import make_image_folder
 from PIL import Image
 
@@ -96,6 +97,43 @@ def test_eval_in_channels_last_scores_as_nchw_does(digits_run, tmp_path, capsys,
     assert layouts == [False, True]
     assert scores[1]["top1"] == scores[0]["top1"]
     assert scores[1]["loss"] == pytest.approx(scores[0]["loss"], rel=1e-5)
+
+
+def test_eval_optimized_scores_as_eager_does(digits_run, tmp_path, capsys, monkeypatch):
+    from cnnzoo import perf
+    chosen = []
+    real = perf.optimize
+
+    def spy(model, **kwargs):
+        fast = real(model, **kwargs)
+        chosen.append((kwargs["example"].shape, kwargs["amp_dtype"], fast))
+        return fast
+    monkeypatch.setattr(perf, "optimize", spy)
+    scores = []
+    for flags in ([], ["--optimize"], ["--optimize", "--amp", "bf16"]):
+        png = tmp_path / f"cm{len(flags)}.png"
+        assert main(["eval", "lenet5", "--weights", str(digits_run), "-o", str(png), "--json",
+                     "-b", "64", *flags]) == 0  # a short last batch too
+        scores.append(json.loads(capsys.readouterr().out))
+    eager, fp32, bf16 = scores
+    # Timed on a real batch of the data, at its size; the choice is reported.
+    assert [c[:2] for c in chosen] == [((64, 1, 32, 32), None),
+                                       ((64, 1, 32, 32), torch.bfloat16)]
+    assert eager["optimized"] is None
+    assert fp32["optimized"] == chosen[0][2].report.describe() and "BN folded" in fp32["optimized"]
+    assert "bfloat16" in bf16["optimized"]
+    assert fp32["images"] == bf16["images"] == eager["images"]
+    assert fp32["top1"] == eager["top1"] and fp32["per_class"] == eager["per_class"]
+    assert fp32["loss"] == pytest.approx(eager["loss"], rel=1e-4)
+    # bf16 moves logits by rounding: a few of the held-out digits may change their answer.
+    assert abs(bf16["top1"] - eager["top1"]) <= 2.0
+    assert bf16["loss"] == pytest.approx(eager["loss"], rel=0.05, abs=0.01)
+
+
+def test_eval_optimize_is_for_the_torch_backend(digits_run, capsys):
+    assert main(["eval", "lenet5", "--weights", str(digits_run), "--backend", "onnxruntime",
+                 "--optimize"]) == 2
+    assert "--optimize is for the torch backend" in _one_line_error(capsys)
 
 
 @pytest.mark.parametrize("command", ["eval", "predict"])

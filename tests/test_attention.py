@@ -13,6 +13,7 @@ from cnnzoo.inspect.counts import count_params, registered_param_count
 from cnnzoo.layers.attention import create_attn, get_attn
 from cnnzoo.layers.cbam import CBAM
 from cnnzoo.layers.non_local import NonLocal
+from cnnzoo.layers.pool import LayerTracer
 from cnnzoo.layers.squeeze_excite import SqueezeExcite
 
 from conftest import read_reference
@@ -53,6 +54,52 @@ def test_se_gates_lie_strictly_between_zero_and_one(scale):
     assert gates.shape == (4, 64, 1, 1)
     assert (gates > 0).all() and (gates < 1).all()
     torch.testing.assert_close(se(x), x * gates)
+
+
+def test_se_fed_a_fresh_tensor_gates_it_in_place_in_inference_only():
+    torch.manual_seed(0)
+    se = SqueezeExcite(16, fresh_input=True)
+    x = torch.randn(2, 16, 5, 5).contiguous(memory_format=torch.channels_last)
+    expected = x * se.gate_values(x)
+    # Inference: the input itself is scaled and handed on, bit for bit the product.
+    for context in (torch.no_grad, torch.inference_mode):
+        y = x.clone()
+        with context():
+            out = se(y)
+        assert out.data_ptr() == y.data_ptr()
+        assert torch.equal(out, expected.detach())
+    # Autograd records: a new tensor, the input untouched, the gradient through the gate too.
+    y = x.clone().requires_grad_()
+    out = se(y)
+    assert out.data_ptr() != y.data_ptr() and torch.equal(y, x)
+    out.sum().backward()
+    assert y.grad is not None and se.fc1.weight.grad is not None
+    # Not told the input is fresh: never in place.
+    se.fresh_input = False
+    y = x.clone()
+    with torch.no_grad():
+        assert se(y).data_ptr() != y.data_ptr() and torch.equal(y, x)
+    # fx records the plain product, whatever the flag.
+    se.fresh_input = True
+    graph = LayerTracer().trace(se)
+    assert "mul_" not in str(graph) and "mul" in str(graph)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "mobilenet_v3_large", "seresnet50",
+                                  "resnet18"])
+def test_blocks_mark_their_se_as_fed_a_fresh_tensor_and_keep_their_outputs(name):
+    torch.manual_seed(0)
+    kwargs = {"attn": "se"} if name == "resnet18" else {}
+    model = create_model(name, num_classes=10, **kwargs).eval()
+    _randomise_bn(model)
+    ses = [m for m in model.modules() if isinstance(m, SqueezeExcite)]
+    assert ses and all(se.fresh_input for se in ses)
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        fast = model(x)
+        for se in ses:
+            se.fresh_input = False
+        assert torch.equal(model(x), fast)
 
 
 def test_cbam_gates_lie_in_zero_one_and_follow_the_papers_equations():

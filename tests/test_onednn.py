@@ -254,6 +254,27 @@ def test_bf16_convs_fuse_and_pack_in_bf16_where_onednn_has_bf16_kernels(monkeypa
     assert not available(torch.float16)
 
 
+def test_rewritten_blocks_keep_their_se_as_one_call_gating_in_place():
+    from cnnzoo.layers.squeeze_excite import SqueezeExcite
+    torch.manual_seed(0)
+    model = create_model("efficientnet_b0", num_classes=10).eval()
+    fold_batchnorm(model)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+        fuse_for_cpu(model, x)
+        ses = [m for m in model.modules() if isinstance(m, SqueezeExcite)]
+        # The residual blocks' forwards were rewritten (conv + shortcut in one call); inlined
+        # there, their SE would gate out of place.
+        assert any(isinstance(b, torch.fx.GraphModule) for b in model.modules())
+        called = []
+        for se in ses:
+            se.register_forward_hook(lambda m, args, out: called.append(
+                out.data_ptr() == args[0].data_ptr()))
+        torch.testing.assert_close(model(x), ref, rtol=1e-5, atol=1e-5)
+    assert len(called) == len(ses) == 16 and all(called)
+
+
 def test_untraceable_modules_are_searched_child_by_child():
     class Picky(nn.Module):
         def __init__(self):

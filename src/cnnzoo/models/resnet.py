@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..layers.activations import create_act
-from ..layers.attention import AttnLike, create_attn
+from ..layers.attention import AttnLike, create_attn, fresh_attn
 from ..layers.classifier import ClassifierHead
 from ..layers.conv_norm_act import ConvNormAct
 from ..layers.deform_conv import DeformConv2d
@@ -55,7 +55,7 @@ class BasicBlock(nn.Module):
         if deform:
             _make_deformable(self.conv2, deform)
         # Attention acts on the residual branch before the addition (SE paper, Fig. 3).
-        self.attn = create_attn(attn_layer, out_chs) or nn.Identity()
+        self.attn = fresh_attn(create_attn(attn_layer, out_chs) or nn.Identity())
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.downsample = _shortcut(in_chs, out_chs, stride, dilation, first_dilation,
                                     down_kernel_size)
@@ -94,7 +94,7 @@ class Bottleneck(nn.Module):
         if deform:
             _make_deformable(self.conv2, deform)
         self.conv3 = ConvNormAct(width, out_chs, 1, act_layer=None)
-        self.attn = create_attn(attn_layer, out_chs) or nn.Identity()
+        self.attn = fresh_attn(create_attn(attn_layer, out_chs) or nn.Identity())
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.downsample = _shortcut(in_chs, out_chs, stride, dilation, first_dilation,
                                     down_kernel_size)

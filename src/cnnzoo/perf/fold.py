@@ -24,6 +24,7 @@ from ..layers.conv2d import Conv2d, DepthwiseConv2d
 from ..layers.deform_conv import DeformConv2d
 from ..layers.norm import BatchNorm2d
 from ..layers.pool import LayerTracer
+from ..layers.squeeze_excite import SqueezeExcite
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, Conv2d, DepthwiseConv2d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, BatchNorm2d, nn.BatchNorm3d)
@@ -65,15 +66,18 @@ def _pairs_in_graph(graph: fx.Graph, root: nn.Module) -> list[tuple[str, str]]:
 
 
 class PerfTracer(LayerTracer):
-    """The tracer of the rewrites in perf/: a deformable convolution is one call.
+    """The tracer of the rewrites in perf/: a deformable convolution and an SE block are one call.
 
     torchvision's ``deform_conv2d`` checks its arguments' shapes in Python, which fx cannot
     trace; traced as a whole, the block around it (and the pairs in it) would be lost to the
-    search, and every module above it traced again child by child.
+    search, and every module above it traced again child by child. An SE block has nothing to
+    fold or fuse inside, and inlined into a rewritten block it would lose its in-place gate
+    (``SqueezeExcite.fresh_input``).
     """
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, DeformConv2d) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (DeformConv2d, SqueezeExcite)) or \
+            super().is_leaf_module(m, qualname)
 
 
 def search_traced(module: nn.Module, find: Callable[[fx.Graph, nn.Module], list[tuple]],

@@ -86,10 +86,10 @@ def test_se_fed_a_fresh_tensor_gates_it_in_place_in_inference_only():
 
 
 @pytest.mark.parametrize("name", ["efficientnet_b0", "mobilenet_v3_large", "seresnet50",
-                                  "resnet18"])
+                                  "resnet18", "drn_c_26", "inception_resnet_v2"])
 def test_blocks_mark_their_se_as_fed_a_fresh_tensor_and_keep_their_outputs(name):
     torch.manual_seed(0)
-    kwargs = {"attn": "se"} if name == "resnet18" else {}
+    kwargs = {"attn": "se"} if name in ("resnet18", "drn_c_26", "inception_resnet_v2") else {}
     model = create_model(name, num_classes=10, **kwargs).eval()
     _randomise_bn(model)
     ses = [m for m in model.modules() if isinstance(m, SqueezeExcite)]

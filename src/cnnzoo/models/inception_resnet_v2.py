@@ -19,7 +19,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ..layers.attention import AttnLike, create_attn
+from ..layers.attention import AttnLike, create_attn, fresh_attn
 from ..layers.classifier import ClassifierHead
 from ..layers.inception import BasicConv, Towers, init_tf_slim, init_weights, seq
 from ..layers.pool import AvgPool2d, MaxPool2d
@@ -37,7 +37,7 @@ class InceptionResidual(nn.Module):
         super().__init__()
         self.towers = towers
         self.up = nn.Conv2d(towers.out_channels, out_chs, 1, bias=True)
-        self.attn = create_attn(attn, out_chs) or nn.Identity()
+        self.attn = fresh_attn(create_attn(attn, out_chs) or nn.Identity())
         self.scale = scale
         self.act = nn.ReLU(inplace=True) if act else nn.Identity()
         self.out_channels = out_chs

@@ -30,8 +30,6 @@ def test_every_family_has_a_model_for_the_optimize_check():
     assert set(FAMILIES) == {model_card(n).family for n in list_models()}
 
 
-# One test per family, so that pytest-xdist spreads them: the oneDNN paths trace and freeze
-# the model, seconds each.
 def _family_case(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """A family's model with BN statistics that matter, a batch of 3, and its eager logits."""
     torch.manual_seed(0)
@@ -41,6 +39,8 @@ def _family_case(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
         return model, x, model(x)
 
 
+# One test per family, so that pytest-xdist spreads them: the oneDNN paths trace and freeze
+# the model, seconds each.
 @pytest.mark.parametrize("name", FAMILIES.values(), ids=FAMILIES.keys())
 def test_optimize_keeps_outputs_for_one_model_of_every_family(name):
     model, x, ref = _family_case(name)

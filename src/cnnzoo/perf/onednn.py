@@ -167,7 +167,6 @@ class FusedConv2d(nn.Module):
 def _packable(conv: nn.Module) -> bool:
     return (type(conv) in _PLAIN_CONVS and conv.padding_mode == "zeros"
             and not isinstance(conv.padding, str) and conv.weight.device.type == "cpu"
-            and conv.weight.dtype in (torch.float32, torch.bfloat16)
             and available(conv.weight.dtype))
 
 

@@ -324,7 +324,7 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
     device = _device_of(folded)
     # In bfloat16 the fused calls take weights cast once, so they race as a cast model.
     use_onednn = bool(onednn) and device.type == "cpu" and not ort_only and \
-        amp_dtype in (None, torch.bfloat16) and _onednn.available(amp_dtype or torch.float32)
+        _onednn.available(amp_dtype or torch.float32)
     # Where oneDNN fusion follows, the unfolded model is no real candidate: a BatchNorm between
     # a conv and its activation is a fusion lost. Raced anyway on 2 shared cores, it won by
     # noise (resnet50, mobilenet_v3_large), then ran slower than folded when measured again.

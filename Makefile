@@ -8,10 +8,11 @@ JOBS ?= 2
 
 .PHONY: run test install clean system-deps graphviz
 
-$(VENV)/.installed: pyproject.toml
+# pyproject.toml holds the supported ranges; constraints.txt the exact versions tests run on.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip >/dev/null
-	$(PY) -m pip install -e '.[test]'
+	$(PY) -m pip install -c constraints.txt -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -1,10 +1,9 @@
-"""Why cnnzoo's models run NHWC on a CPU: each model in NCHW and in NHWC, timed in turns.
+"""Why ``for_training`` and ``optimize`` consider NHWC on a CPU: each model in NCHW and NHWC, in turns.
 
-``ZooNet.cpu_layout`` moves a CPU input to channels_last before the body runs (the weights stay
-as they are: oneDNN reorders a weight as cheaply as it packs it). This prints, per model, the
-median step in the caller's NCHW and the speed of the NHWC run over it (above 1: NHWC
-faster), paired round by round with the range of the rounds, and their geometric mean: the
-figures the default stands on. ``--train`` times a training step (forward, backward, SGD)
+``perf.layout.set_layout`` puts a model's weights in channels_last, and its convolutions then
+run NHWC whatever the input's layout. This prints, per model, the median step in NCHW and the
+speed of the NHWC run over it (above 1: NHWC faster), paired round by round with the range of
+the rounds, and their geometric mean: the figures the passes stand on. ``--train`` times a training step (forward, backward, SGD)
 instead of inference.
 
     PYTHONPATH=src python bench/layouts.py --threads 2
@@ -16,10 +15,10 @@ import argparse
 import math
 import statistics
 
-import cnnzoo  # before torch, as its users import it
-
 import torch
 
+import cnnzoo
+from cnnzoo.perf.layout import set_layout
 from cnnzoo.perf.timing import race, round_ratios
 
 MODELS = ("alexnet,googlenet,vgg16,bn_inception,inception_v3,resnet18,resnet50,resnext50_32x4d,"
@@ -75,7 +74,7 @@ def main(argv=None) -> None:
             run = step(model, x, args.train)
 
             def turn(run=run, layout=layout):
-                model.cpu_layout = layout
+                set_layout(model, layout is not None)
                 run()
             runs[label] = turn
         per_step = race(runs, rounds=args.rounds, steps=args.steps, warmup=1, turn_warmup=1)

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 
-import cnnzoo  # noqa: F401 - before torch, as its users import it
+from cnnzoo.memory import tune_memory
 
-import torch
-from torch import nn
+tune_memory()  # before torch starts, as the `cnnzoo` command and bench/peers.py run
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 from cnnzoo.perf import nnpack
 from cnnzoo.perf.onednn import fuse_for_cpu

@@ -9,8 +9,8 @@ its timed steps. Ratios are against timm eager: per round, the two medians of th
 median over rounds, with the range of the rounds beside it (a range that spans 1.0 is a tie on
 this machine), and their geometric mean over the models. Each model's variants share one
 process, a fresh one per model (``--in-process`` for one process in all), and so its allocator:
-cnnzoo, imported first, gives them all huge pages and its glibc heap thresholds;
-bench/as_shipped.py measures each library in a process of its own, as shipped. The order the
+``cnnzoo.memory.tune_memory()``, called before torch starts, gives them all huge pages and the
+kept glibc heap. The order the
 libraries' models are built in shows in their speeds, so each model runs twice, in two
 processes, cnnzoo's models built first in one and last in the other, and the two are pooled
 (``--build-order`` picks one, at half the time).
@@ -41,12 +41,18 @@ import sys
 import tempfile
 import time
 
-import cnnzoo  # before torch, as its users import it: every library here then has its allocator
+from cnnzoo.memory import tune_memory
 
-import torch
+# Before torch starts: every library measured here then shares one allocator setting, the one
+# the `cnnzoo` command runs with.
+tune_memory()
+
+import torch  # noqa: E402
+
+import cnnzoo  # noqa: E402
 
 from cnnzoo.perf import BenchSettings, count_gmacs, optimize
-from cnnzoo.perf.memory import huge_pages
+from cnnzoo.memory import huge_pages
 from cnnzoo.perf.bench import train_step
 from cnnzoo.perf.timing import race, round_ratios, synchronizer
 

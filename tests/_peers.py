@@ -94,32 +94,26 @@ def outputs_in_both_layouts(ours: nn.Module, theirs: nn.Module, x: torch.Tensor,
                             atol: float = 1e-5) -> list:
     """(ours, reference, tolerance) on ``x``: NCHW against the peer, NHWC against the truth.
 
-    NCHW, ours told to keep the caller's layout: torch's kernels on both sides, within
-    ``atol`` of the peer's output (the pair that proves the weights map). NHWC, where ours runs
-    a CPU input by default (``ZooNet.cpu_layout``): the same convolutions, but ours normalises
-    in place as ``x * scale + shift`` (layers/norm.py), which rounds differently from torch's
-    kernel by an ulp a layer, and through random weights a deep net amplifies any rounding
-    (timm's own efficientnet_b4 gave 0.45 apart, of 499, in its two layouts; torchvision's
-    resnet152 0.0022 of 28). No one rounding path is right there, so ours is held to the
-    truth: the peer run in float64, and ours must be no further from it than twice the
-    peer's own float32 error in either layout, plus ``atol`` of the largest output; a wrong
-    layer is orders further. (Held to the peer's NHWC output instead, with twice the peer's
-    two layouts' spread, resnext50_32x4d failed by 7% on an AVX-512 EPYC while exactly as
-    close to the truth as torchvision's NHWC run: 2.4e-4 each.) Where the peer's own layouts
-    differ by over 1% of the largest output (efficientnet_b6 and b7: chaos, not arithmetic)
-    rounding cannot be told from an error, and only the NCHW pair is returned."""
+    NCHW, as the caller hands it: torch's kernels on both sides, within ``atol`` of the peer's
+    output (the pair that proves the weights map; :func:`exact_peer` says where it must be bit
+    for bit). NHWC, both models fed a channels_last input: the same convolutions, rounded in
+    another order, and through random weights a deep net amplifies any rounding (timm's own
+    efficientnet_b4 gave 0.45 apart, of 499, in its two layouts; torchvision's resnet152
+    0.0022 of 28). No one rounding path is right there, so ours is held to the truth: the peer
+    run in float64, and ours must be no further from it than twice the peer's own float32
+    error in either layout, plus ``atol`` of the largest output; a wrong layer is orders
+    further. Where the peer's own layouts differ by over 1% of the largest output
+    (efficientnet_b6 and b7: chaos, not arithmetic) rounding cannot be told from an error,
+    and only the NCHW pair is returned."""
     with torch.no_grad():
-        layout, ours.cpu_layout = ours.cpu_layout, None
-        try:
-            pairs = [(ours(x), theirs(x), atol)]
-        finally:
-            ours.cpu_layout = layout
-        theirs_nhwc = theirs(x.contiguous(memory_format=torch.channels_last))
+        pairs = [(ours(x), theirs(x), atol)]
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+        theirs_nhwc = theirs(x_cl)
         spread = (theirs_nhwc - pairs[0][1]).abs().max().item()
         scale = max(1.0, theirs_nhwc.abs().max().item())
         if spread <= 0.01 * scale:
             truth = copy.deepcopy(theirs).double()(x.double()).float()
             peer_error = max((theirs_nhwc - truth).abs().max().item(),
                              (pairs[0][1] - truth).abs().max().item())
-            pairs.append((ours(x), truth, atol * scale + 2 * peer_error))
+            pairs.append((ours(x_cl), truth, atol * scale + 2 * peer_error))
     return pairs

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-import cnnzoo  # noqa: F401 - before torch, as users import it: torch's allocator then uses huge pages
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]

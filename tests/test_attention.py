@@ -1,20 +1,22 @@
 """Attention as a plug-in: the blocks (SE, CBAM, non-local), the table, and the networks built on them."""
 from __future__ import annotations
 
+import copy
 import functools
 import re
 
 import pytest
 import torch
-from torch import nn
+from torch import fx, nn
 
 from cnnzoo import create_model
 from cnnzoo.inspect.counts import count_params, registered_param_count
 from cnnzoo.layers.attention import create_attn, get_attn
 from cnnzoo.layers.cbam import CBAM
 from cnnzoo.layers.non_local import NonLocal
-from cnnzoo.layers.pool import LayerTracer
 from cnnzoo.layers.squeeze_excite import SqueezeExcite
+from cnnzoo.perf.inplace import InplaceSqueezeExcite, use_inplace
+from cnnzoo.perf.tracer import PerfTracer
 
 from conftest import read_reference
 
@@ -56,50 +58,61 @@ def test_se_gates_lie_strictly_between_zero_and_one(scale):
     torch.testing.assert_close(se(x), x * gates)
 
 
-def test_se_fed_a_fresh_tensor_gates_it_in_place_in_inference_only():
+def test_the_inplace_pass_gates_a_fresh_tensor_in_place_in_inference_only():
     torch.manual_seed(0)
-    se = SqueezeExcite(16, fresh_input=True)
+    block = nn.Sequential(nn.Conv2d(16, 16, 1), SqueezeExcite(16))  # SE reads the conv's output
+    plain = copy.deepcopy(block[1])
+    assert type(block[1]) is SqueezeExcite  # plain until asked
+    assert use_inplace(block) == 1
+    se = block[1]
+    assert type(se) is InplaceSqueezeExcite and isinstance(se, SqueezeExcite)
+    assert se.state_dict().keys() == plain.state_dict().keys()
     x = torch.randn(2, 16, 5, 5).contiguous(memory_format=torch.channels_last)
-    expected = x * se.gate_values(x)
-    # Inference: the input itself is scaled and handed on, bit for bit the product.
+    expected = x * plain.gate_values(x)
+    # Inference: the input itself is scaled and handed on, bit for bit the plain product.
     for context in (torch.no_grad, torch.inference_mode):
         y = x.clone()
         with context():
             out = se(y)
         assert out.data_ptr() == y.data_ptr()
         assert torch.equal(out, expected.detach())
-    # Autograd records: a new tensor, the input untouched, the gradient through the gate too.
+    # Autograd records: a new tensor, the input untouched, the gradients the plain block's.
     y = x.clone().requires_grad_()
     out = se(y)
     assert out.data_ptr() != y.data_ptr() and torch.equal(y, x)
     out.sum().backward()
-    assert y.grad is not None and se.fc1.weight.grad is not None
-    # Not told the input is fresh: never in place.
-    se.fresh_input = False
+    y2 = x.clone().requires_grad_()
+    plain(y2).sum().backward()
+    assert torch.equal(y.grad, y2.grad)
+    assert torch.equal(se.fc1.weight.grad, plain.fc1.weight.grad)
+    # An SE reading its block's input is not picked: never in place.
+    own = nn.Sequential(SqueezeExcite(16))
+    assert use_inplace(own) == 0 and type(own[0]) is SqueezeExcite
     y = x.clone()
     with torch.no_grad():
-        assert se(y).data_ptr() != y.data_ptr() and torch.equal(y, x)
-    # fx records the plain product, whatever the flag.
-    se.fresh_input = True
-    graph = LayerTracer().trace(se)
-    assert "mul_" not in str(graph) and "mul" in str(graph)
+        assert own(y).data_ptr() != y.data_ptr() and torch.equal(y, x)
+    # Tracers keep the twin one call, and fx's own records the plain product.
+    graph = PerfTracer().trace(block)
+    assert [n.target for n in graph.nodes if n.op == "call_module"] == ["0", "1"]
+    traced = str(fx.symbolic_trace(se).graph)
+    assert "mul_" not in traced and "mul" in traced
 
 
 @pytest.mark.parametrize("name", ["efficientnet_b0", "mobilenet_v3_large", "seresnet50",
                                   "resnet18", "drn_c_26", "inception_resnet_v2"])
-def test_blocks_mark_their_se_as_fed_a_fresh_tensor_and_keep_their_outputs(name):
+def test_every_se_of_these_networks_reads_a_fresh_tensor_and_keeps_their_outputs(name):
     torch.manual_seed(0)
     kwargs = {"attn": "se"} if name in ("resnet18", "drn_c_26", "inception_resnet_v2") else {}
     model = create_model(name, num_classes=10, **kwargs).eval()
     _randomise_bn(model)
     ses = [m for m in model.modules() if isinstance(m, SqueezeExcite)]
-    assert ses and all(se.fresh_input for se in ses)
+    assert ses and all(type(se) is SqueezeExcite for se in ses)  # the model's default is plain
+    plain = copy.deepcopy(model)
+    use_inplace(model)
+    assert all(type(se) is InplaceSqueezeExcite for se in ses)
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
-        fast = model(x)
-        for se in ses:
-            se.fresh_input = False
-        assert torch.equal(model(x), fast)
+        assert torch.equal(model(x), plain(x))
 
 
 def test_cbam_gates_lie_in_zero_one_and_follow_the_papers_equations():

@@ -34,7 +34,7 @@ def test_bench_writes_timm_columns_for_infer_and_train(tmp_path, capsys):
     captured = capsys.readouterr()
     # Progress: one line per finished model on stderr, then the table on stdout; first, whether
     # huge pages are on (conftest imports cnnzoo before torch, as users do).
-    from cnnzoo.perf.memory import huge_pages
+    from cnnzoo.memory import huge_pages
     assert captured.err.startswith(huge_pages().describe())
     assert "lenet5: infer_samples_per_sec=" in captured.err
     assert "resnet18" in captured.out and "wrote 2 rows" in captured.out

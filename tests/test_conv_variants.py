@@ -10,6 +10,7 @@ from torch import nn
 from cnnzoo import create_model
 from cnnzoo.inspect.counts import registered_param_count
 from cnnzoo.layers.deform_conv import DeformConv2d
+from cnnzoo.perf.precision import deform_in_float32
 from cnnzoo.models.drn import DRNBlock
 
 
@@ -67,11 +68,16 @@ def test_deformable_conv_moves_its_samples_when_offsets_are_not_zero():
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_deformable_conv_runs_in_low_precision_on_a_cpu(dtype):
-    # torchvision's CPU kernel has no bf16/fp16: the layer computes in float32 and hands back
-    # the input's dtype, cast weights (optimize's bf16 model) and autocast alike.
+    # torchvision's CPU kernel has no bf16 (fp16 it has, in its own precision): the plain
+    # layer fails there, and the perf pass's twin computes in float32 and hands back the
+    # input's dtype, cast weights (optimize's bf16 model) and autocast alike.
     torch.manual_seed(0)
     deform = DeformConv2d(4, 6, 3, bias=True)
     nn.init.normal_(deform.conv_offset.weight, std=0.1)
+    if dtype == torch.bfloat16:
+        with torch.no_grad(), pytest.raises((RuntimeError, NotImplementedError)):
+            copy.deepcopy(deform).to(dtype)(torch.randn(2, 4, 8, 8, dtype=dtype))
+    assert deform_in_float32(deform) == 1
     x = torch.randn(2, 4, 8, 8)
     with torch.no_grad():
         ref = deform(x)

@@ -1,11 +1,11 @@
-"""Memory layout: a model runs its maps in one layout all the way through.
+"""Memory layout: a model runs its maps in the layout of its input, all the way through.
 
-With ``cpu_layout = None`` that is the layout of its input. NCHW in, NCHW throughout: the
-computation is then torchvision's and timm's bit for bit (tests/test_weights_import.py). channels_last in, channels_last throughout, which is oneDNN's
+NCHW in, NCHW throughout: the computation is then torchvision's and timm's bit for bit
+(tests/test_weights_import.py). channels_last in, channels_last throughout, which is oneDNN's
 and cuDNN's fast path; no layer may drop back to NCHW (and cost a reorder at every layer after
-it), and the values are the NCHW run's up to fp32 rounding. The weights and state dict stay
-NCHW either way. By default a model on the CPU moves an NCHW input to its ``cpu_layout``
-(channels_last, where oneDNN is fastest) and runs that throughout, to the same values.
+it), and the values are the NCHW run's up to fp32 rounding. No model picks a layout of its own:
+the weights and state dict stay NCHW either way, and the layout is the caller's choice (or a
+perf pass's: ``optimize``, ``for_training``).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from cnnzoo import create_model
-from cnnzoo.layers.helpers import layout_of
+from cnnzoo.perf.tracer import layout_of
 
 from conftest import randomise_bn, small_input, smallest_per_family
 
@@ -52,8 +52,6 @@ def _close(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-4) -> bool:
 def test_every_family_keeps_its_inputs_layout_and_its_values(name):
     torch.manual_seed(0)
     model = randomise_bn(create_model(name))
-    default = model.cpu_layout
-    model.cpu_layout = None  # the caller's layout, as given
     x = small_input(name)
     out = {}
     with torch.no_grad():
@@ -67,20 +65,12 @@ def test_every_family_keeps_its_inputs_layout_and_its_values(name):
         assert all(t.is_contiguous(memory_format=CL) for t in cl), \
             [i for i, t in enumerate(cl) if not t.is_contiguous(memory_format=CL)]
     assert _close(out["cl"], out["nchw"]), f"{name}: channels_last and NCHW outputs differ"
-    model.cpu_layout = default
-    with torch.no_grad():
-        moved = _wide(_conv_inputs(model, lambda: out.update(default=model(x))))
-    if x.shape[1] > 1:
-        assert all(t.is_contiguous(memory_format=default or torch.contiguous_format)
-                   for t in moved), f"{name}: an NCHW input not run in {default}"
-    assert _close(out["default"], out["nchw"]), f"{name}: its cpu_layout changes its outputs"
     assert all(p.is_contiguous() for p in model.parameters())  # the state dict is untouched
 
 
 def test_training_in_channels_last_gives_the_nchw_gradients():
     torch.manual_seed(0)
     model = create_model("resnet18", num_classes=7).train()
-    model.cpu_layout = None  # each run in the layout it is given
     x = torch.randn(4, 3, 64, 64)
     target = torch.tensor([0, 3, 6, 2])
     grads = {}

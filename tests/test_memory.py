@@ -1,47 +1,158 @@
-"""Huge pages for torch's CPU allocator: asked for by ``import cnnzoo``, and numbers unchanged."""
+"""cnnzoo.memory: ``import cnnzoo`` changes nothing in the process; ``tune_memory()`` is the one
+explicit call that asks torch for huge pages and keeps glibc's heap, and it changes no bit."""
 from __future__ import annotations
 
+import json
 import os
+import platform
 import subprocess
 import sys
 
 import pytest
 
-from cnnzoo.perf.memory import HugePages, system_policy
+from cnnzoo.memory import HugePages, system_policy
 
-# Prints whether torch asks for huge pages, then a digest of a ResNet-18's logits at 224 px,
-# whose activations (6 MiB and more) are the allocations that get huge pages.
-_PROBE = """
-import hashlib, os
+GLIBC = platform.libc_ver()[0] == "glibc"
+
+# Each probe runs in a fresh interpreter and prints one JSON line. The digest is of a ResNet-18's
+# logits at 224 px, whose activations (6 MiB and more) are the allocations that get huge pages.
+_DIGEST = """
+def digest():
+    import hashlib
+    import torch
+    torch.manual_seed(0)
+    model = cnnzoo.create_model("resnet18").eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 224, 224))
+    return hashlib.sha256(out.numpy().tobytes()).hexdigest()
+"""
+
+_PLAIN = """
+import json, os, sys
+before = dict(os.environ)
+import cnnzoo
+r = {"torch_on_import": "torch" in sys.modules, "env_after_import": dict(os.environ) == before}
+""" + _DIGEST + """
+r["digest"] = digest()
+from cnnzoo.memory import heap_kept, torch_asks_for_huge_pages
+r.update(env_after_use=dict(os.environ) == before, heap=heap_kept(),
+         thp=torch_asks_for_huge_pages(), thp_env=os.environ.get("THP_MEM_ALLOC_ENABLE"))
+print(json.dumps(r))
+"""
+
+_TUNED = """
+import json, os, sys
 {first}
-import torch
-from cnnzoo import create_model
-from cnnzoo.perf.memory import torch_asks_for_huge_pages
-torch.manual_seed(0)
-model = create_model("resnet18").eval()
-with torch.no_grad():
-    out = model(torch.randn(2, 3, 224, 224))
-print(torch_asks_for_huge_pages(), os.environ.get("THP_MEM_ALLOC_ENABLE"),
-      hashlib.sha256(out.numpy().tobytes()).hexdigest())
+import cnnzoo
+from cnnzoo.memory import heap_kept, torch_asks_for_huge_pages, tune_memory
+r = {{"torch_before": "torch" in sys.modules}}
+req = tune_memory()
+r.update(request=[req.huge_pages, req.before_torch, req.heap], heap=heap_kept(),
+         thp_env=os.environ.get("THP_MEM_ALLOC_ENABLE"))
+""" + _DIGEST.replace("{", "{{").replace("}", "}}") + """
+r["digest"] = digest() if {with_digest} else None
+r["thp"] = torch_asks_for_huge_pages()
+print(json.dumps(r))
 """
 
 
-def _probe(first: str, **env: str) -> list[str]:
-    clean = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
-    done = subprocess.run([sys.executable, "-c", _PROBE.format(first=first)], env={**clean, **env},
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.split()
+def _start(code: str, **env: str) -> subprocess.Popen:
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("THP_MEM_ALLOC_ENABLE", "CNNZOO_TUNE_MEMORY")}
+    return subprocess.Popen([sys.executable, "-c", code], env={**clean, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_importing_cnnzoo_first_asks_for_huge_pages_and_keeps_every_bit():
-    on = _probe("import cnnzoo")
-    off = _probe("import cnnzoo", THP_MEM_ALLOC_ENABLE="0")  # the user's word stands
-    late = _probe("import torch; import cnnzoo")             # too late to ask: leave it alone
-    assert on[:2] == ["True", "1"]
-    assert off[:2] == ["False", "0"]
-    assert late[:2] == ["False", "None"]
-    assert on[2] == off[2] == late[2]
+def _result(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _run(code: str, **env: str) -> dict:
+    return _result(_start(code, **env))
+
+
+@pytest.fixture(scope="module")
+def probes() -> dict[str, dict]:
+    """The four interpreters, started together: most of their time is importing torch."""
+    started = {
+        "plain": _start(_PLAIN),
+        "tuned": _start(_TUNED.format(first="", with_digest=True)),
+        "off": _start(_TUNED.format(first="", with_digest=False), THP_MEM_ALLOC_ENABLE="0"),
+        "late": _start(_TUNED.format(first="import torch", with_digest=False)),
+    }
+    try:
+        return {name: _result(proc) for name, proc in started.items()}
+    finally:
+        for proc in started.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def plain(probes) -> dict:
+    return probes["plain"]
+
+
+@pytest.fixture
+def tuned(probes) -> dict:
+    return probes["tuned"]
+
+
+def test_importing_cnnzoo_changes_nothing_in_the_process(plain):
+    assert plain["torch_on_import"] is False  # lazy: torch is not even imported
+    assert plain["env_after_import"] is True
+    # Nor does using it: no environment variable, no heap setting, no huge pages asked.
+    assert plain["env_after_use"] is True
+    assert plain["thp_env"] is None
+    assert plain["heap"] is False
+    assert plain["thp"] is False
+
+
+def test_tune_memory_before_torch_asks_for_huge_pages_and_keeps_the_heap(tuned):
+    assert tuned["torch_before"] is False
+    huge_pages, before_torch, heap = tuned["request"]
+    assert huge_pages is True and before_torch is True
+    assert tuned["thp_env"] == "1"
+    if GLIBC:  # mallopt and torch's THP switch: glibc Linux only
+        assert heap is True and tuned["heap"] is True
+        assert tuned["thp"] is True
+    else:
+        assert heap is False and tuned["heap"] is False
+
+
+def test_tune_memory_changes_no_bit(plain, tuned):
+    assert len(plain["digest"]) == 64
+    assert tuned["digest"] == plain["digest"]
+
+
+def test_the_users_word_on_huge_pages_stands(probes):
+    off = probes["off"]
+    huge_pages, before_torch, heap = off["request"]
+    assert off["thp_env"] == "0"  # kept, not overwritten
+    assert huge_pages is False and before_torch is True
+    assert off["thp"] is False
+    assert heap is GLIBC  # the heap setting is a separate choice
+
+
+def test_after_torch_the_call_says_it_came_too_late_for_huge_pages(probes):
+    late = probes["late"]
+    assert late["torch_before"] is True
+    huge_pages, before_torch, heap = late["request"]
+    assert before_torch is False and huge_pages is True
+    assert heap is GLIBC  # the heap setting takes effect at any time
+
+
+def test_each_half_of_the_call_can_be_left_out():
+    code = """
+import json, os
+from cnnzoo.memory import heap_kept, tune_memory
+req = tune_memory(huge_pages=False, heap=False)
+print(json.dumps([req.huge_pages, req.heap, heap_kept(), os.environ.get("THP_MEM_ALLOC_ENABLE")]))
+"""
+    assert _run(code) == [False, False, False, None]
 
 
 @pytest.mark.parametrize("text, policy", [("always [madvise] never\n", "madvise"),
@@ -61,54 +172,6 @@ def test_huge_pages_take_effect_where_the_kernel_lets_them():
     assert not HugePages(torch=True, system="never").in_effect
     assert "on" in HugePages(torch=True, system="madvise").describe()
     assert HugePages(torch=True, system=None).describe() == "huge pages: not on this system"
-
-
-# After a warm-up, make and fill a tensor of MiB megabytes ten times: the page faults it took,
-# and whether the heap policy was set.
-_HEAP_PROBE = """
-import resource, sys
-import cnnzoo, torch
-from cnnzoo.perf.memory import heap_kept
-n = int(sys.argv[1]) << 18
-for _ in range(3):
-    torch.empty(n).fill_(1.0)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(10):
-    torch.empty(n).fill_(1.0)
-print(heap_kept(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-"""
-
-
-def _heap_probe(mib: int = 12, **env: str) -> tuple[str, int]:
-    clean = {k: v for k, v in os.environ.items() if k != "CNNZOO_KEEP_HEAP"}
-    done = subprocess.run([sys.executable, "-c", _HEAP_PROBE, str(mib)], env={**clean, **env},
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    kept, faults = done.stdout.split()
-    return kept, int(faults)
-
-
-# 12 MiB: a ResNet activation at batch 4; 77 MiB: MobileNetV2's 96x112x112 expansion at
-# batch 16, over the 32 MiB above which glibc maps each block afresh by default.
-@pytest.mark.parametrize("mib", [12, 77])
-def test_importing_cnnzoo_keeps_the_heap_so_a_tensor_reuses_its_pages(mib):
-    import platform
-    kept, faults = _heap_probe(mib)
-    if platform.libc_ver()[0] != "glibc":
-        assert kept == "False"  # mallopt is glibc's: nothing set elsewhere
-        return
-    assert kept == "True"
-    # 12 MiB in new 4 KiB pages is 3072 faults a tensor, in huge pages 6; reused memory
-    # takes none. A few stray ones (the interpreter's own) are allowed.
-    assert faults < 100, faults
-    kept, faults = _heap_probe(mib, CNNZOO_KEEP_HEAP="0")
-    assert kept == "False"  # the user's word stands
-    if mib > 32:
-        assert faults >= 10, faults  # glibc's own way: fresh pages for each of the ten
-
-
-def test_keeping_the_heap_changes_no_bit():
-    assert _probe("import cnnzoo")[2] == _probe("import cnnzoo", CNNZOO_KEEP_HEAP="0")[2]
 
 
 def test_the_description_says_the_heap_is_kept():

@@ -165,7 +165,7 @@ def test_optimize_moves_vgg_convs_to_nnpack_when_asked_and_keeps_outputs():
 
 def test_where_channels_last_won_plain_the_fused_model_in_nchw_races_too(monkeypatch):
     """NNPACK reads NCHW: with convs cheapest there, the NCHW fused candidate must win."""
-    from cnnzoo.layers.conv2d import Conv2d
+    from cnnzoo.perf.training import Conv2d
     last = {"kind": None, "nhwc": False}
     for cls, kind in ((nn.Conv2d, "plain"), (Conv2d, "plain"), (FusedConv2d, "onednn"),
                       (nnpack.NnpackConv2d, "nnpack")):

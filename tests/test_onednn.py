@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnzoo import create_model
-from cnnzoo.layers.conv2d import Conv2d
+from cnnzoo.perf.training import Conv2d
 from cnnzoo.perf import onednn
 from cnnzoo.perf.fold import fold_batchnorm
 from cnnzoo.perf.onednn import FusedConv2d, available, count_fused, fuse_for_cpu
@@ -256,9 +256,11 @@ def test_bf16_convs_fuse_and_pack_in_bf16_where_onednn_has_bf16_kernels(monkeypa
 
 def test_rewritten_blocks_keep_their_se_as_one_call_gating_in_place():
     from cnnzoo.layers.squeeze_excite import SqueezeExcite
+    from cnnzoo.perf.inplace import use_inplace
     torch.manual_seed(0)
     model = create_model("efficientnet_b0", num_classes=10).eval()
     fold_batchnorm(model)
+    assert use_inplace(model) == 16  # as optimize runs them: the SE gates in place first
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         ref = model(x)

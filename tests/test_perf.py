@@ -594,7 +594,7 @@ def test_synchronizer_waits_only_where_the_device_is_asynchronous():
 
 
 def test_onnxruntime_model_folds_batchnorm_and_times_nothing():
-    from cnnzoo.perf.onnxrt import onnxruntime_model
+    from cnnzoo.perf.optimize import onnxruntime_model
     model = randomise_bn(create_model("resnet18", num_classes=10)).eval()
     fast = onnxruntime_model(model, "resnet18")
     # predict and eval call it for one command: no candidate may be raced for it.

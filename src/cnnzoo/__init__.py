@@ -1,27 +1,38 @@
-"""cnnzoo: classic image CNNs, from LeNet-5 to EfficientNetV2, behind one API."""
-import os as _os
-import sys as _sys
+"""cnnzoo: classic image CNNs, from LeNet-5 to EfficientNetV2, behind one API.
 
-# Set before torch's allocator first runs, so before torch is imported, this makes torch back each
-# tensor of 2 MiB or more with transparent huge pages: one page fault per 2 MiB instead of per
-# 4 KiB. A CNN's big activations are new memory on every call, and where faults are dear (a VM)
-# eager CPU inference ran 1.3-1.6x faster, with the same numbers bit for bit. A user's own
-# THP_MEM_ALLOC_ENABLE (0 turns it off) is kept. perf/memory.py says whether it took effect.
-if "torch" not in _sys.modules:
-    _os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+Importing it changes nothing outside the package: no environment variable, allocator setting or
+thread count. The names below load on first use, so ``import cnnzoo`` does not start torch, and a program
+can still make the memory call (:func:`cnnzoo.memory.tune_memory`) before torch allocates.
+"""
+from __future__ import annotations
 
-from .perf.memory import keep_heap as _keep_heap
-
-# glibc's heap thresholds fixed where its adaptive ones fail torch (perf/memory.py); any time
-# will do, unlike huge pages. CNNZOO_KEEP_HEAP=0 leaves them alone.
-_keep_heap()
-
-from .registry import (DefaultCfg, ModelCard, create_model, default_cfg, is_model, list_models,
-                       model_card, register_model)
-
-from .inspect.summary import summary
-from .perf import optimize
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["DefaultCfg", "ModelCard", "create_model", "default_cfg", "is_model", "list_models",
-           "model_card", "optimize", "register_model", "summary"]
+
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "DefaultCfg": "registry", "ModelCard": "registry", "create_model": "registry",
+    "default_cfg": "registry", "is_model": "registry", "list_models": "registry",
+    "model_card": "registry", "register_model": "registry",
+    "summary": "inspect.summary",
+    "optimize": "perf.optimize", "for_training": "perf.training",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    try:  # a subpackage asked for as an attribute: cnnzoo.models, cnnzoo.perf, ...
+        return importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from types import ModuleType
@@ -51,6 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
         mod.configure(p)
         p.set_defaults(_run=mod.run)
     return parser
+
+
+def run() -> None:
+    """The ``cnnzoo`` program: :func:`main` in a process of its own, tuned for it.
+
+    The process is the command's, so it makes the memory call (``cnnzoo.memory``) before torch
+    starts; ``CNNZOO_TUNE_MEMORY=0`` leaves the defaults. :func:`main`, called from Python,
+    leaves the caller's process alone.
+    """
+    if os.environ.get("CNNZOO_TUNE_MEMORY", "1") != "0":
+        from ..memory import tune_memory
+        tune_memory()
+    sys.exit(main())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from ..errors import CnnzooError
 from ..perf.bench import BACKENDS, COLUMNS, MODES, BenchSettings, bench_model
-from ..perf.memory import huge_pages
+from ..memory import huge_pages
 from ..registry import list_models, model_card
 from ..weights.io import atomic_write
 

@@ -68,6 +68,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--amp", choices=("none", "bf16", "fp16"))
     g.add_argument("--channels-last", action="store_true", default=None)
     g.add_argument("--compile", action="store_true", default=None)
+    g.add_argument("--plain", dest="train_speedups", action="store_false", default=None,
+                   help="train the model as built: no conv twins or NHWC (cnnzoo.for_training)")
     g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     g.add_argument("--threads", type=positive_int,
                    help="CPU threads for torch (1 is fastest for models as small as LeNet-5)")

@@ -37,6 +37,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     amp: str = "none"  # 'bf16' (CPU or GPU) or 'fp16' (GPU, with a gradient scaler)
     channels_last: bool = False
+    # perf.for_training: conv twins with faster weight gradients, NHWC on a CPU (--plain: off).
+    train_speedups: bool = True
     compile: bool = False
     clip_grad: float | None = None
     ema_decay: float | None = None

@@ -27,6 +27,7 @@ from torch import nn
 from ..data import build_transform, load_source, make_loader, make_split
 from ..data.transforms import BatchAffine
 from ..errors import CnnzooError
+from ..perf.training import for_training
 from . import checkpoint as ckpt
 from . import run_dir as rd
 from .build import DEFAULT_LR, TrainConfig, build_model, check_choice
@@ -162,6 +163,9 @@ class Trainer:
         self.model.to(dist.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        if cfg.train_speedups:
+            # After the move: it picks the layout for the device the model trains on.
+            for_training(self.model)
         lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.opt]
         self.optimizer = build_optimizer(self.model, cfg.opt, lr=lr, weight_decay=cfg.weight_decay,
                                          momentum=cfg.momentum, nesterov=cfg.nesterov)

@@ -19,7 +19,6 @@ import torch.fx as fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from ..layers.pool import STAND_INS, LayerTracer
 from .meta import meta_norms
 
 # How many modules may be turned into leaves before giving up on a model.
@@ -69,12 +68,11 @@ def is_atomic(m: nn.Module) -> bool:
 
 def _is_torch_layer(m: nn.Module) -> bool:
     mod = type(m).__module__
-    return (mod.startswith("torch.nn") or mod.startswith("torchvision.ops")
-            or isinstance(m, STAND_INS)) and not isinstance(
+    return (mod.startswith("torch.nn") or mod.startswith("torchvision.ops")) and not isinstance(
         m, (nn.Sequential, nn.ModuleList, nn.ModuleDict))
 
 
-class _Tracer(LayerTracer):
+class _Tracer(fx.Tracer):
     def __init__(self, leaves: set[str], atomic: bool):
         super().__init__()
         self.leaves = leaves

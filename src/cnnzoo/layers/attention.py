@@ -52,10 +52,3 @@ def create_attn(attn: AttnLike, chs: int, **kwargs) -> nn.Module | None:
     factory = get_attn(attn)
     return None if factory is None else factory(chs, **kwargs)
 
-
-def fresh_attn(module: nn.Module) -> nn.Module:
-    """``module``, told that its block feeds it a new tensor nobody else reads (a conv's output),
-    where it can use that: a SqueezeExcite then scales its input in place in inference."""
-    if isinstance(module, SqueezeExcite):
-        module.fresh_input = True
-    return module

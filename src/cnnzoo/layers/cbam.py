@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from .activations import ActLike, create_act
-from .conv2d import PooledConv2d
 from .conv_norm_act import ConvNormAct
 from .helpers import make_divisible
 
@@ -27,10 +26,10 @@ class ChannelAttention(nn.Module):
         super().__init__()
         if rd_channels is None:
             rd_channels = make_divisible(chs * rd_ratio, rd_divisor, round_limit=0.0)
-        self.fc1 = PooledConv2d(chs, rd_channels, bias=mlp_bias)
-        self.act = create_act(act_layer)
-        self.fc2 = PooledConv2d(rd_channels, chs, bias=mlp_bias)
-        self.gate = create_act(gate_layer)
+        self.fc1 = nn.Conv2d(chs, rd_channels, 1, bias=mlp_bias)
+        self.act = create_act(act_layer, inplace=False)
+        self.fc2 = nn.Conv2d(rd_channels, chs, 1, bias=mlp_bias)
+        self.gate = create_act(gate_layer, inplace=False)
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -65,7 +64,7 @@ class SpatialAttention(nn.Module):
     def __init__(self, kernel_size: int = 7, gate_layer: ActLike = "sigmoid"):
         super().__init__()
         self.conv = ConvNormAct(2, 1, kernel_size, act_layer=None)
-        self.gate = create_act(gate_layer)
+        self.gate = create_act(gate_layer, inplace=False)
         self.init_weights()
 
     def init_weights(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from ..errors import InputSizeError
 from .activations import ActLike, create_act
@@ -13,6 +13,18 @@ from .activations import ActLike, create_act
 def _make_fc(in_features: int, num_classes: int) -> nn.Module:
     # num_classes=0 gives a headless model whose output is the pooled features, as timm does.
     return nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+def _check_map(x: torch.Tensor, expected: tuple[int, ...], hint: str) -> None:
+    """A wrong image size fails here in one line, not as a matmul shape error."""
+    if tuple(x.shape[1:]) != expected:
+        raise InputSizeError(
+            f"the classifier expects a {'x'.join(map(str, expected))} feature map but got "
+            f"{'x'.join(map(str, x.shape[1:]))}. {hint}".strip())
+
+
+# One call in an fx graph: the check reads a shape, which symbolic tracing cannot.
+fx.wrap("_check_map")
 
 
 class ClassifierHead(nn.Module):
@@ -84,10 +96,8 @@ class MLPHead(nn.Module):
         self.fc = _make_fc(self.in_features, num_classes)
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.expected is not None and tuple(x.shape[1:]) != self.expected:
-            raise InputSizeError(
-                f"the classifier expects a {'x'.join(map(str, self.expected))} feature map but got "
-                f"{'x'.join(map(str, x.shape[1:]))}. {self.size_hint}".strip())
+        if self.expected is not None:
+            _check_map(x, self.expected, self.size_hint)
         x = self.flatten(self.pool(x))
         for name, module in self.named_children():
             if name in ("pool", "flatten", "fc"):

@@ -4,9 +4,8 @@ from __future__ import annotations
 from torch import nn
 
 from .activations import ActLike, create_act
-from .conv2d import Conv2d, DepthwiseConv2d
 from .helpers import same_padding
-from .norm import BatchNorm2d, NormLike, get_norm_layer
+from .norm import NormLike, get_norm_layer
 
 
 class ConvNormAct(nn.Sequential):
@@ -15,7 +14,8 @@ class ConvNormAct(nn.Sequential):
     Padding defaults to 'same' for odd kernels (any stride), the convention of every family here
     except the 'valid' convolutions of LeNet, AlexNet and the Inception stems, which pass
     ``padding=0``. The conv has a bias only when there is no norm after it (a bias before BN is
-    cancelled by BN's mean).
+    cancelled by BN's mean). The activation works in place only over a norm's output: a
+    conv's own output stays what it computed, for a forward hook that keeps it.
     """
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int | tuple[int, int] = 3,
@@ -31,19 +31,14 @@ class ConvNormAct(nn.Sequential):
         norm_layer = get_norm_layer(norm_layer)
         if bias is None:
             bias = norm_layer is None
-        conv = DepthwiseConv2d if groups == in_chs == out_chs > 1 else Conv2d
         layers: dict[str, nn.Module] = {
-            "conv": conv(in_chs, out_chs, kernel_size, stride=stride, padding=padding,
+            "conv": nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=padding,
                          dilation=dilation, groups=groups, bias=bias),
         }
-        if norm_layer is nn.BatchNorm2d:
-            # The same layer, told that its input is the conv's new output.
-            layers["bn"] = BatchNorm2d(out_chs, eps=bn_eps, momentum=bn_momentum,
-                                       fresh_input=True)
-        elif norm_layer is not None:
+        if norm_layer is not None:
             layers["bn"] = norm_layer(out_chs, eps=bn_eps, momentum=bn_momentum)
         if act_layer is not None:
-            layers["act"] = create_act(act_layer, inplace=inplace)
+            layers["act"] = create_act(act_layer, inplace=inplace and norm_layer is not None)
         super().__init__()
         for name, module in layers.items():
             self.add_module(name, module)

@@ -10,9 +10,25 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
+from torch import fx, nn
 
-from .helpers import layout_of, same_padding
+from .helpers import in_layout_of, same_padding
+
+
+def _deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask):
+    # Imported here: torchvision.ops loads torch._dynamo, about 1.5 s that `import cnnzoo`
+    # would otherwise pay for every command.
+    from torchvision.ops import deform_conv2d
+
+    return deform_conv2d(x, offset, weight, bias, stride=stride, padding=padding,
+                         dilation=dilation, mask=mask)
+
+
+# One call in an fx graph: torchvision checks its arguments' shapes in Python, which symbolic
+# tracing cannot follow.
+fx.wrap("_deform_conv2d")
+# One call too: it asks the input for its layout, which symbolic tracing cannot.
+fx.wrap("in_layout_of")
 
 
 class DeformConv2d(nn.Module):
@@ -64,26 +80,13 @@ class DeformConv2d(nn.Module):
     def deform(self, x: torch.Tensor, offset: torch.Tensor,
                mask: torch.Tensor | None = None) -> torch.Tensor:
         """The convolution at given offsets (and masks): zero offsets and unit masks give nn.Conv2d."""
-        # Imported here: torchvision.ops loads torch._dynamo, about 1.5 s that `import cnnzoo`
-        # would otherwise pay for every command.
-        from torchvision.ops import deform_conv2d
-
-        dtype = x.dtype
-        if x.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
-            # torchvision's CPU kernel has float32 and float64 only (on CUDA its autocast rule
-            # casts to float32 too): the sum runs there, and the input's dtype comes back.
-            x, offset = x.float(), offset.float()
-            mask = None if mask is None else mask.float()
-        weight = self.weight.to(x.dtype)
-        bias = None if self.bias is None else self.bias.to(x.dtype)
-        return deform_conv2d(x, offset, weight, bias, stride=self.stride, padding=self.padding,
-                             dilation=self.dilation, mask=mask).to(dtype)
+        return _deform_conv2d(x, offset, self.weight, self.bias, self.stride, self.padding,
+                              self.dilation, mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         offset, mask = self.offsets_and_mask(x)
-        # torchvision's kernel returns NCHW whatever it is given; the layers after it keep the
-        # layout the model was fed (a channels_last input) only if handed it back.
-        return self.deform(x, offset, mask).contiguous(memory_format=layout_of(x))
+        # torchvision's kernel writes NCHW whatever it is given.
+        return in_layout_of(self.deform(x, offset, mask), x)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

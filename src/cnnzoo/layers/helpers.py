@@ -31,17 +31,11 @@ def same_padding(kernel_size: int, stride: int = 1, dilation: int = 1) -> int:
     return ((stride - 1) + dilation * (kernel_size - 1)) // 2
 
 
-def traced() -> bool:
-    """Whether torch is tracing, scripting, compiling or exporting: then a layer must run its
-    plain ops, which the tracer records, not a fast path of its own."""
-    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
-            or torch.onnx.is_in_onnx_export())
-
-
-def layout_of(x: torch.Tensor) -> torch.memory_format:
-    """The memory format a 4-D map is laid out in: what an op that makes its own output
-    (a deformable conv, a reshape) should hand on, so the layers after it keep the layout the
-    model runs in. A map that is both (one channel, one pixel) counts as NCHW."""
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
+def in_layout_of(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``y`` in the memory layout of ``like``: for an op that makes its output in a layout of
+    its own (torchvision's deformable conv writes NCHW, a transposed product comes out NHWC),
+    so the layers after it run in the layout the caller chose. A no-op where they agree."""
+    if like.dim() == 4 and not like.is_contiguous() and \
+            like.is_contiguous(memory_format=torch.channels_last):
+        return y.contiguous(memory_format=torch.channels_last)
+    return y.contiguous()

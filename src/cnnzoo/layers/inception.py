@@ -17,13 +17,12 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from ..errors import InputSizeError
 from .attention import AttnLike, create_attn
 from .conv_norm_act import ConvNormAct
 from .init import restore_block_init
-from .pool import AvgPool2d, MaxPool2d
 
 
 class BasicConv(ConvNormAct):
@@ -100,13 +99,25 @@ class InceptionModule(Towers):
             raise ValueError(f"five must be '5x5', '3x3' or 'double_3x3', got {five!r}")
         if pool == "max":
             # ceil_mode as torchvision's GoogLeNet; with stride 1 and padding 1 it changes nothing.
-            pooling: nn.Module = MaxPool2d(3, stride, padding=1, ceil_mode=stride == 1)
+            pooling: nn.Module = nn.MaxPool2d(3, stride, padding=1, ceil_mode=stride == 1)
         elif pool == "avg":
-            pooling = AvgPool2d(3, stride, padding=1, count_include_pad=False)
+            pooling = nn.AvgPool2d(3, stride, padding=1, count_include_pad=False)
         else:
             raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
         branches["branch_pool"] = seq(pooling, conv(in_chs, pool_proj, 1)) if pool_proj else pooling
         super().__init__(in_chs, branches, attn=attn)
+
+
+def _check_grid(x: torch.Tensor, min_grid: int) -> None:
+    if min(x.shape[-2:]) < min_grid:
+        raise InputSizeError(
+            f"the auxiliary classifier needs at least a {min_grid}x{min_grid} map after its "
+            f"pooling but got {x.shape[-2]}x{x.shape[-1]}: use the model's default input size, "
+            f"or aux_logits=False")
+
+
+# One call in an fx graph: the check reads a shape, which symbolic tracing cannot.
+fx.wrap("_check_grid")
 
 
 class AuxClassifier(nn.Module):
@@ -144,11 +155,7 @@ class AuxClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(x)
-        if min(x.shape[-2:]) < self.min_grid:
-            raise InputSizeError(
-                f"the auxiliary classifier needs at least a {self.min_grid}x{self.min_grid} map "
-                f"after its pooling but got {x.shape[-2]}x{x.shape[-1]}: use the model's default "
-                f"input size, or aux_logits=False")
+        _check_grid(x, self.min_grid)
         x = self.flatten(self.global_pool(self.convs(x)))
         if hasattr(self, "fc1"):
             x = self.act(self.fc1(x))
@@ -193,7 +200,6 @@ class AuxHeadsMixin:
 
     def forward(self, x: torch.Tensor):
         if self.training and len(self.aux_heads):
-            x, _ = self.to_cpu_layout(x)  # the outputs are logits: no layout to hand back
             x, aux = run_with_aux(self.blocks, self.stem(x), self.aux_heads)
             return InceptionOutputs(self.forward_head(x), tuple(aux))
         return super().forward(x)

@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from .activations import ActLike
-from .attention import fresh_attn
 from .conv_norm_act import ConvNormAct
 from .drop import DropPath
 from .init import restore_block_init
@@ -89,7 +88,6 @@ class MBConv(nn.Module):
                                        groups=mid_chs, act_layer=act_layer, **bn)
             self.se = se_layer(mid_chs) if se_layer else nn.Identity()
             self.conv_pwl = ConvNormAct(mid_chs, out_chs, 1, act_layer=None, **bn)
-        fresh_attn(self.se)  # it gets the conv's output, which nothing else reads
         self.fused = fused
         self.drop_path = DropPath(drop_path) if drop_path > 0 and self.has_skip else nn.Identity()
         self.out_chs = out_chs
@@ -102,14 +100,7 @@ class MBConv(nn.Module):
             x = self.conv_dw(self.conv_pw(x))
         x = self.conv_pwl(self.se(x))
         if self.has_skip:
-            x = self.drop_path(x)
-            if torch.is_grad_enabled():
-                # With no projection (a fused block of ratio 1) x is an activation's output,
-                # which autograd may have saved: it must not change.
-                x = x + shortcut
-            else:
-                # Inference: x is a new tensor nobody reads again; one allocation less.
-                x += shortcut
+            x = self.drop_path(x) + shortcut
         return x
 
 

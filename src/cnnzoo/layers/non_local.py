@@ -7,12 +7,14 @@ softmax-weighted sum of the ``g`` embeddings of all positions, with weights from
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import fx, nn
 from torch.nn import functional as F
 
 from .conv_norm_act import ConvNormAct
-from .helpers import layout_of
-from .pool import MaxPool2d
+from .helpers import in_layout_of
+
+# One call in an fx graph: it asks the input for its layout, which symbolic tracing cannot.
+fx.wrap("in_layout_of")
 
 
 class NonLocal(nn.Module):
@@ -33,7 +35,7 @@ class NonLocal(nn.Module):
         self.phi = nn.Conv2d(chs, inner, 1)
         self.g = nn.Conv2d(chs, inner, 1)
         # ceil_mode keeps a 1x1 map 1x1, so the block works at any input size.
-        self.pool = MaxPool2d(2, ceil_mode=True) if subsample else nn.Identity()
+        self.pool = nn.MaxPool2d(2, ceil_mode=True) if subsample else nn.Identity()
         self.out = ConvNormAct(inner, chs, 1, bias=True, act_layer=None)
         self.init_weights()
 
@@ -57,8 +59,6 @@ class NonLocal(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         g = self.pool(self.g(x)).flatten(2).transpose(1, 2)
-        # The transposed product is channels_last as it stands; an NCHW model gets NCHW back.
-        y = torch.bmm(self.attention(x), g).transpose(1, 2).reshape(b, -1, h, w)
-        y = y.contiguous(memory_format=layout_of(x))
-        # x first: the sum keeps x's memory layout, so a fresh block is bit-exact identity.
+        # The transposed product comes out NHWC as it stands: back to the caller's layout.
+        y = in_layout_of(torch.bmm(self.attention(x), g).transpose(1, 2).reshape(b, -1, h, w), x)
         return x + self.out(y)

@@ -21,7 +21,6 @@ from torch import nn
 from ..layers.classifier import MLPHead
 from ..layers.conv_norm_act import ConvNormAct
 from ..layers.norm import lrn
-from ..layers.pool import MaxPool2d
 from ..registry import DefaultCfg, ModelCard, register_model
 from .base import ZooNet
 
@@ -39,13 +38,13 @@ class AlexNet(ZooNet):
         self.num_classes = num_classes
         self.features = nn.Sequential(OrderedDict(
             conv1=_conv(in_chans, 64, 11, stride=4, padding=2),
-            pool1=MaxPool2d(3, 2),
+            pool1=nn.MaxPool2d(3, 2),
             conv2=_conv(64, 192, 5, padding=2),
-            pool2=MaxPool2d(3, 2),
+            pool2=nn.MaxPool2d(3, 2),
             conv3=_conv(192, 384, 3, padding=1),
             conv4=_conv(384, 256, 3, padding=1),
             conv5=_conv(256, 256, 3, padding=1),
-            pool5=MaxPool2d(3, 2),
+            pool5=nn.MaxPool2d(3, 2),
         ))
         self.num_features = 4096
         self.head = MLPHead(256, (4096, 4096), num_classes, pool_size=(6, 6), drop_rate=drop_rate,
@@ -84,14 +83,14 @@ class AlexNetOriginal(ZooNet):
         self.features = nn.Sequential(OrderedDict(
             conv1=_conv(in_chans, 96, 11, stride=4),
             norm1=lrn(size=5, alpha=1e-4, beta=0.75, k=2.0),
-            pool1=MaxPool2d(3, 2),
+            pool1=nn.MaxPool2d(3, 2),
             conv2=_conv(96, 256, 5, padding=2, groups=2),
             norm2=lrn(size=5, alpha=1e-4, beta=0.75, k=2.0),
-            pool2=MaxPool2d(3, 2),
+            pool2=nn.MaxPool2d(3, 2),
             conv3=_conv(256, 384, 3, padding=1),
             conv4=_conv(384, 384, 3, padding=1, groups=2),
             conv5=_conv(384, 256, 3, padding=1, groups=2),
-            pool5=MaxPool2d(3, 2),
+            pool5=nn.MaxPool2d(3, 2),
         ))
         self.num_features = 4096
         self.head = MLPHead(256, (4096, 4096), num_classes, expected=(256, side, side),

@@ -7,14 +7,12 @@ then holds without more code.
 """
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 import torch
-from torch import fx, nn
+from torch import nn
 
 from ..errors import InputSizeError
-from ..layers.helpers import traced
 
 
 class ZooNet(nn.Module):
@@ -33,15 +31,6 @@ class ZooNet(nn.Module):
     # a plain Sequential among them stands for its children. ``perf.optimize`` uses it to run
     # the first pieces, on the largest maps, a few samples at a time and the rest on the batch.
     feature_chain: tuple[str, ...] = ()
-    # The layout ``forward`` runs the body in on a CPU. oneDNN's convolutions take NHWC as it
-    # stands and reorder NCHW on every call: on 2 AVX2 cores, batch 16, eager inference ran
-    # 1.03-1.85x faster NHWC over 23 models (geometric mean 1.17; resnet50 1.03, mobilenet_v2
-    # 1.25, googlenet 1.85), a training step (batch 8) 1.07x (geometric mean of 11, with dense
-    # convs' weight gradient in NCHW: ``layers/conv2d.Conv2d``; bench/layouts.py, README).
-    # None runs the caller's layout as given; LeNet's 32x32 maps gain nothing. On a GPU the
-    # caller's layout stands: NHWC pays there only in half precision, a choice
-    # ``--channels-last`` and ``optimize`` make.
-    cpu_layout: torch.memory_format | None = torch.channels_last
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -57,28 +46,8 @@ class ZooNet(nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        # Every family's body, however it is written (or inherited from a mixin), runs in
-        # ``cpu_layout``: ``forward`` and a direct ``forward_features`` call compute the same.
-        body = cls.forward_features
-        if not getattr(body, "_in_cpu_layout", False):
-            cls.forward_features = _in_cpu_layout(body)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-    def to_cpu_layout(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        """``x`` in ``cpu_layout`` where that applies, and whether it was moved to it.
-
-        Traces, exports and compiled graphs see the plain model: the layout is the runtime's
-        choice there, and an fx proxy has no device to ask.
-        """
-        fmt = self.cpu_layout
-        if (fmt is None or isinstance(x, fx.Proxy) or traced() or not isinstance(x, torch.Tensor)
-                or x.dim() != 4 or x.device.type != "cpu" or x.is_contiguous(memory_format=fmt)):
-            return x, False
-        return x.contiguous(memory_format=fmt), True
 
     def get_classifier(self) -> nn.Module:
         return self.head.fc
@@ -89,19 +58,6 @@ class ZooNet(nn.Module):
         self.num_classes = num_classes
         if hasattr(self, "default_cfg"):
             self.default_cfg = self.default_cfg.replace(num_classes=num_classes)
-
-
-def _in_cpu_layout(body):
-    """``body`` run on its input in the model's ``cpu_layout``, its map handed back NCHW."""
-    @functools.wraps(body)
-    def forward_features(self, x):
-        x, moved = self.to_cpu_layout(x)
-        out = body(self, x)
-        # The caller's layout back (so ``.view`` works as it did): one copy of the last, small
-        # map, 0.5% of efficientnet_b0's step.
-        return out.contiguous() if moved and isinstance(out, torch.Tensor) else out
-    forward_features._in_cpu_layout = True
-    return forward_features
 
 
 class _StopForward(Exception):
@@ -148,7 +104,6 @@ class FeatureExtractor(nn.Module):
 
         for name in wanted:
             handles.append(self.model.get_submodule(name).register_forward_hook(make_hook(name)))
-        x, moved = self.model.to_cpu_layout(x)
         try:
             self.model.forward_features(x)
         except _StopForward:
@@ -156,6 +111,4 @@ class FeatureExtractor(nn.Module):
         finally:
             for h in handles:
                 h.remove()
-        # The maps come back in the caller's layout, so ``.view`` on them works as it did.
-        return [found[name].contiguous() if moved else found[name]
-                for name in self._modules_wanted]
+        return [found[name] for name in self._modules_wanted]

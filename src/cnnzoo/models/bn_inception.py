@@ -20,7 +20,6 @@ from torch import nn
 from ..layers.attention import AttnLike
 from ..layers.classifier import ClassifierHead
 from ..layers.inception import BasicConv, InceptionModule, init_weights
-from ..layers.pool import MaxPool2d
 from ..registry import DefaultCfg, ModelCard, register_model
 from .base import ZooNet
 
@@ -49,10 +48,10 @@ class BNInception(ZooNet):
         self.num_classes = num_classes
         self.stem = nn.Sequential(OrderedDict(
             conv1=BasicConv(in_chans, 64, 7, stride=2),
-            pool1=MaxPool2d(3, 2, ceil_mode=True),
+            pool1=nn.MaxPool2d(3, 2, ceil_mode=True),
             conv2_reduce=BasicConv(64, 64, 1),
             conv2=BasicConv(64, 192, 3),
-            pool2=MaxPool2d(3, 2, ceil_mode=True),
+            pool2=nn.MaxPool2d(3, 2, ceil_mode=True),
         ))
         blocks, cin, channels = OrderedDict(), 192, {"stem.conv1": 64, "stem.conv2": 192}
         for name, *widths, pool, stride in FIGURE5:

@@ -24,7 +24,6 @@ import torch.utils.checkpoint as cp
 from torch import nn
 
 from ..layers.classifier import ClassifierHead
-from ..layers.pool import AvgPool2d, MaxPool2d
 from ..registry import DefaultCfg, ModelCard, register_model
 from .base import ZooNet
 
@@ -64,8 +63,7 @@ class DenseLayer(nn.Module):
         return nullcontext(), _frozen_running_stats(self.norm1)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        if self.memory_efficient and torch.is_grad_enabled() and any(
-                f.requires_grad for f in features):
+        if self.memory_efficient and any(f.requires_grad for f in features):
             x = cp.checkpoint(self.bottleneck, *features, use_reentrant=False,
                               context_fn=self._checkpoint_contexts)
         else:
@@ -98,7 +96,7 @@ class Transition(nn.Sequential):
             norm=nn.BatchNorm2d(in_chs),
             act=nn.ReLU(inplace=True),
             conv=nn.Conv2d(in_chs, out_chs, 1, bias=False),
-            pool=AvgPool2d(2, 2),
+            pool=nn.AvgPool2d(2, 2),
         ))
 
 
@@ -115,7 +113,7 @@ class DenseNet(ZooNet):
             conv=nn.Conv2d(in_chans, stem_width, 7, stride=2, padding=3, bias=False),
             norm=nn.BatchNorm2d(stem_width),
             act=nn.ReLU(inplace=True),
-            pool=MaxPool2d(3, 2, padding=1),
+            pool=nn.MaxPool2d(3, 2, padding=1),
         ))
         self.feature_info = [dict(num_chs=stem_width, reduction=2, module="stem.act")]
         stages, cin, reduction = [], stem_width, 4

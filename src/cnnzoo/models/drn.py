@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..layers.activations import create_act
-from ..layers.attention import AttnLike, create_attn, fresh_attn
+from ..layers.attention import AttnLike, create_attn
 from ..layers.classifier import ClassifierHead
 from ..layers.conv_norm_act import ConvNormAct
 from ..registry import DefaultCfg, ModelCard, register_model
@@ -55,7 +55,7 @@ class DRNBlock(nn.Module):
         self.conv1 = ConvNormAct(in_chs, out_chs, 3, stride=stride, dilation=dilation,
                                  act_layer=act_layer)
         self.conv2 = ConvNormAct(out_chs, out_chs, 3, dilation=dilation, act_layer=None)
-        self.attn = fresh_attn(create_attn(attn_layer, out_chs) or nn.Identity())
+        self.attn = create_attn(attn_layer, out_chs) or nn.Identity()
         self.residual = residual
         if residual and (stride != 1 or in_chs != out_chs):
             self.downsample: nn.Module = ConvNormAct(in_chs, out_chs, 1, stride=stride,

@@ -19,7 +19,6 @@ from ..layers.attention import AttnLike
 from ..layers.classifier import ClassifierHead
 from ..layers.inception import (AuxClassifier, AuxHeadsMixin, BasicConv, InceptionModule,
                                 init_trunc_normal, init_weights)
-from ..layers.pool import MaxPool2d
 from ..registry import DefaultCfg, ModelCard, register_model
 from .base import ZooNet
 
@@ -58,16 +57,16 @@ class GoogLeNet(AuxHeadsMixin, ZooNet):
         self.num_classes = num_classes
         self.stem = nn.Sequential(OrderedDict(
             conv1=BasicConv(in_chans, 64, 7, stride=2),
-            pool1=MaxPool2d(3, 2, ceil_mode=True),
+            pool1=nn.MaxPool2d(3, 2, ceil_mode=True),
             conv2=BasicConv(64, 64, 1),
             conv3=BasicConv(64, 192, 3),
-            pool2=MaxPool2d(3, 2, ceil_mode=True),
+            pool2=nn.MaxPool2d(3, 2, ceil_mode=True),
         ))
         blocks, cin, channels = OrderedDict(), 192, {"stem.conv1": 64, "stem.conv3": 192}
         for row in TABLE1:
             if len(row) == 1:
                 size = 2 if row[0] == "pool4" else 3
-                blocks[row[0]] = MaxPool2d(size, 2, ceil_mode=True)
+                blocks[row[0]] = nn.MaxPool2d(size, 2, ceil_mode=True)
                 continue
             blocks[row[0]] = InceptionModule(cin, *row[1:], five=five, attn=attn)
             cin = channels[f"blocks.{row[0]}"] = blocks[row[0]].out_channels

@@ -19,10 +19,9 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ..layers.attention import AttnLike, create_attn, fresh_attn
+from ..layers.attention import AttnLike, create_attn
 from ..layers.classifier import ClassifierHead
 from ..layers.inception import BasicConv, Towers, init_tf_slim, init_weights, seq
-from ..layers.pool import AvgPool2d, MaxPool2d
 from ..registry import INCEPTION_MEAN, INCEPTION_STD, DefaultCfg, ModelCard, register_model
 from .base import ZooNet
 
@@ -37,7 +36,7 @@ class InceptionResidual(nn.Module):
         super().__init__()
         self.towers = towers
         self.up = nn.Conv2d(towers.out_channels, out_chs, 1, bias=True)
-        self.attn = fresh_attn(create_attn(attn, out_chs) or nn.Identity())
+        self.attn = create_attn(attn, out_chs) or nn.Identity()
         self.scale = scale
         self.act = nn.ReLU(inplace=True) if act else nn.Identity()
         self.out_channels = out_chs
@@ -76,15 +75,15 @@ def stem(in_chans: int) -> nn.Sequential:
         conv1a=C(in_chans, 32, 3, stride=2, padding=0),
         conv2a=C(32, 32, 3, padding=0),
         conv2b=C(32, 64, 3),
-        pool3a=MaxPool2d(3, 2),
+        pool3a=nn.MaxPool2d(3, 2),
         conv3b=C(64, 80, 1),
         conv4a=C(80, 192, 3, padding=0),
-        pool5a=MaxPool2d(3, 2),
+        pool5a=nn.MaxPool2d(3, 2),
         mixed_5b=Towers(192, OrderedDict(
             branch0=C(192, 96, 1),
             branch1=seq(C(192, 48, 1), C(48, 64, 5)),
             branch2=seq(C(192, 64, 1), C(64, 96, 3), C(96, 96, 3)),
-            branch3=seq(AvgPool2d(3, 1, padding=1, count_include_pad=False), C(192, 64, 1)),
+            branch3=seq(nn.AvgPool2d(3, 1, padding=1, count_include_pad=False), C(192, 64, 1)),
         )),
     ))
 
@@ -95,7 +94,7 @@ def reduction_a(cin: int = 320, k: int = 256, l: int = 256, m: int = 384,  # noq
     return Towers(cin, OrderedDict(
         branch0=C(cin, n, 3, stride=2, padding=0),
         branch1=seq(C(cin, k, 1), C(k, l, 3), C(l, m, 3, stride=2, padding=0)),
-        branch2=MaxPool2d(3, 2),
+        branch2=nn.MaxPool2d(3, 2),
     ))
 
 
@@ -105,7 +104,7 @@ def reduction_b(cin: int = 1088) -> Towers:
         branch0=seq(C(cin, 256, 1), C(256, 384, 3, stride=2, padding=0)),
         branch1=seq(C(cin, 256, 1), C(256, 288, 3, stride=2, padding=0)),
         branch2=seq(C(cin, 256, 1), C(256, 288, 3), C(288, 320, 3, stride=2, padding=0)),
-        branch3=MaxPool2d(3, 2),
+        branch3=nn.MaxPool2d(3, 2),
     ))
 
 

@@ -23,7 +23,6 @@ from ..layers.attention import AttnLike, get_attn
 from ..layers.classifier import ClassifierHead
 from ..layers.inception import (AuxClassifier, AuxHeadsMixin, BasicConv, Towers,
                                 init_trunc_normal, init_weights, seq)
-from ..layers.pool import AvgPool2d, MaxPool2d
 from ..registry import INCEPTION_MEAN, INCEPTION_STD, DefaultCfg, ModelCard, register_model
 from .base import ZooNet
 
@@ -31,7 +30,7 @@ C = BasicConv
 
 
 def _avg_pool_proj(cin: int, out: int) -> nn.Sequential:
-    return seq(AvgPool2d(3, 1, padding=1), C(cin, out, 1))
+    return seq(nn.AvgPool2d(3, 1, padding=1), C(cin, out, 1))
 
 
 def inception_a(cin: int, pool_features: int, attn=None) -> Towers:
@@ -49,7 +48,7 @@ def reduction_a(cin: int, attn=None) -> Towers:
     return Towers(cin, OrderedDict(
         branch3x3=C(cin, 384, 3, stride=2, padding=0),
         branch3x3dbl=seq(C(cin, 64, 1), C(64, 96, 3), C(96, 96, 3, stride=2, padding=0)),
-        branch_pool=MaxPool2d(3, 2),
+        branch_pool=nn.MaxPool2d(3, 2),
     ), attn)
 
 
@@ -70,7 +69,7 @@ def reduction_b(cin: int, attn=None) -> Towers:
         branch3x3=seq(C(cin, 192, 1), C(192, 320, 3, stride=2, padding=0)),
         branch7x7x3=seq(C(cin, 192, 1), C(192, 192, (1, 7)), C(192, 192, (7, 1)),
                         C(192, 192, 3, stride=2, padding=0)),
-        branch_pool=MaxPool2d(3, 2),
+        branch_pool=nn.MaxPool2d(3, 2),
     ), attn)
 
 
@@ -115,10 +114,10 @@ class InceptionV3(AuxHeadsMixin, ZooNet):
             conv1a=C(in_chans, 32, 3, stride=2, padding=0),
             conv2a=C(32, 32, 3, padding=0),
             conv2b=C(32, 64, 3),
-            pool1=MaxPool2d(3, 2),
+            pool1=nn.MaxPool2d(3, 2),
             conv3b=C(64, 80, 1),
             conv4a=C(80, 192, 3, padding=0),
-            pool2=MaxPool2d(3, 2),
+            pool2=nn.MaxPool2d(3, 2),
         ))
         blocks, cin, channels = OrderedDict(), 192, {"stem.conv2b": 64, "stem.conv4a": 192}
         for name, make, arg in TABLE1:
@@ -126,7 +125,7 @@ class InceptionV3(AuxHeadsMixin, ZooNet):
             cin = channels[f"blocks.{name}"] = blocks[name].out_channels
         self.blocks = nn.Sequential(blocks)
         self.aux_heads = nn.ModuleDict({AUX_AT: AuxClassifier(
-            blocks[AUX_AT].out_channels, num_classes, AvgPool2d(5, 3), [(128, 1), (768, 5)])}
+            blocks[AUX_AT].out_channels, num_classes, nn.AvgPool2d(5, 3), [(128, 1), (768, 5)])}
             if aux_logits else {})
         self.aux_loss_weights = (AUX_LOSS_WEIGHT,) * len(self.aux_heads)
         self.feature_info = [dict(num_chs=channels[m], reduction=r, module=m) for m, r in FEATURES]

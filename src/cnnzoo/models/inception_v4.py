@@ -16,7 +16,6 @@ from torch import nn
 from ..layers.attention import AttnLike
 from ..layers.classifier import ClassifierHead
 from ..layers.inception import BasicConv, Towers, init_tf_slim, init_weights, seq
-from ..layers.pool import AvgPool2d, MaxPool2d
 from ..registry import INCEPTION_MEAN, INCEPTION_STD, DefaultCfg, ModelCard, register_model
 from .base import ZooNet
 
@@ -24,7 +23,7 @@ C = BasicConv
 
 
 def _avg_pool_proj(cin: int, out: int) -> nn.Sequential:
-    return seq(AvgPool2d(3, 1, padding=1, count_include_pad=False), C(cin, out, 1))
+    return seq(nn.AvgPool2d(3, 1, padding=1, count_include_pad=False), C(cin, out, 1))
 
 
 def stem(in_chans: int) -> nn.Sequential:
@@ -33,14 +32,14 @@ def stem(in_chans: int) -> nn.Sequential:
         conv1a=C(in_chans, 32, 3, stride=2, padding=0),
         conv2a=C(32, 32, 3, padding=0),
         conv2b=C(32, 64, 3),
-        mixed_3a=Towers(64, OrderedDict(pool=MaxPool2d(3, 2),
+        mixed_3a=Towers(64, OrderedDict(pool=nn.MaxPool2d(3, 2),
                                         conv=C(64, 96, 3, stride=2, padding=0))),
         mixed_4a=Towers(160, OrderedDict(
             branch0=seq(C(160, 64, 1), C(64, 96, 3, padding=0)),
             branch1=seq(C(160, 64, 1), C(64, 64, (1, 7)), C(64, 64, (7, 1)),
                         C(64, 96, 3, padding=0)))),
         mixed_5a=Towers(192, OrderedDict(conv=C(192, 192, 3, stride=2, padding=0),
-                                         pool=MaxPool2d(3, 2))),
+                                         pool=nn.MaxPool2d(3, 2))),
     ))
 
 
@@ -59,7 +58,7 @@ def reduction_a(cin: int, k: int, l: int, m: int, n: int, attn=None) -> Towers: 
     return Towers(cin, OrderedDict(
         branch0=C(cin, n, 3, stride=2, padding=0),
         branch1=seq(C(cin, k, 1), C(k, l, 3), C(l, m, 3, stride=2, padding=0)),
-        branch2=MaxPool2d(3, 2),
+        branch2=nn.MaxPool2d(3, 2),
     ), attn)
 
 
@@ -80,7 +79,7 @@ def reduction_b(cin: int = 1024, attn=None) -> Towers:
         branch0=seq(C(cin, 192, 1), C(192, 192, 3, stride=2, padding=0)),
         branch1=seq(C(cin, 256, 1), C(256, 256, (1, 7)), C(256, 320, (7, 1)),
                     C(320, 320, 3, stride=2, padding=0)),
-        branch2=MaxPool2d(3, 2),
+        branch2=nn.MaxPool2d(3, 2),
     ), attn)
 
 

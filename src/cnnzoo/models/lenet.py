@@ -21,7 +21,6 @@ from torch import nn
 
 from ..layers.classifier import MLPHead
 from ..layers.conv_norm_act import ConvNormAct
-from ..layers.pool import AvgPool2d
 from ..registry import DefaultCfg, ModelCard, register_model
 from .base import ZooNet
 
@@ -31,9 +30,6 @@ def _feature_side(img_size: int) -> int:
 
 
 class LeNet5(ZooNet):
-    # One channel of 32x32: NHWC is NCHW, and nothing is gained by asking.
-    cpu_layout = None
-
     def __init__(self, num_classes: int = 10, in_chans: int = 1, img_size: int = 32,
                  act_layer: str = "tanh"):
         super().__init__()
@@ -48,9 +44,9 @@ class LeNet5(ZooNet):
 
         self.features = nn.Sequential(OrderedDict(
             c1=conv(in_chans, 6),
-            s2=AvgPool2d(2),
+            s2=nn.AvgPool2d(2),
             c3=conv(6, 16),
-            s4=AvgPool2d(2),
+            s4=nn.AvgPool2d(2),
         ))
         self.num_features = 84
         # fc1 is C5, fc2 is F6 in the paper's naming.

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..layers.activations import create_act
-from ..layers.attention import AttnLike, create_attn, fresh_attn
+from ..layers.attention import AttnLike, create_attn
 from ..layers.classifier import ClassifierHead
 from ..layers.conv_norm_act import ConvNormAct
 from ..layers.deform_conv import DeformConv2d
@@ -32,7 +32,6 @@ from ..layers.drop import DropPath
 from ..layers.non_local import NonLocal
 from ..registry import DefaultCfg, ModelCard, register_model
 from ..layers.init import restore_block_init
-from ..layers.pool import MaxPool2d
 from .base import ZooNet
 
 
@@ -55,7 +54,7 @@ class BasicBlock(nn.Module):
         if deform:
             _make_deformable(self.conv2, deform)
         # Attention acts on the residual branch before the addition (SE paper, Fig. 3).
-        self.attn = fresh_attn(create_attn(attn_layer, out_chs) or nn.Identity())
+        self.attn = create_attn(attn_layer, out_chs) or nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.downsample = _shortcut(in_chs, out_chs, stride, dilation, first_dilation,
                                     down_kernel_size)
@@ -68,9 +67,7 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.downsample(x)
         x = self.attn(self.conv2(self.conv1(x)))
-        # In place: the branch's output is no tensor autograd saved, so one allocation less.
-        x = self.drop_path(x)
-        x += shortcut
+        x = self.drop_path(x) + shortcut
         return self.nl(self.act(x))
 
 
@@ -94,7 +91,7 @@ class Bottleneck(nn.Module):
         if deform:
             _make_deformable(self.conv2, deform)
         self.conv3 = ConvNormAct(width, out_chs, 1, act_layer=None)
-        self.attn = fresh_attn(create_attn(attn_layer, out_chs) or nn.Identity())
+        self.attn = create_attn(attn_layer, out_chs) or nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.downsample = _shortcut(in_chs, out_chs, stride, dilation, first_dilation,
                                     down_kernel_size)
@@ -109,9 +106,7 @@ class Bottleneck(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.downsample(x)
         x = self.attn(self.conv3(self.conv2(self.conv1(x))))
-        # In place: the branch's output is no tensor autograd saved, so one allocation less.
-        x = self.drop_path(x)
-        x += shortcut
+        x = self.drop_path(x) + shortcut
         return self.nl(self.act(x))
 
 
@@ -164,7 +159,7 @@ def _make_stem(in_chans: int, stem_type: str, stem_width: int, act_layer) -> tup
             conv=nn.Conv2d(in_chans, stem_width, 7, stride=2, padding=3, bias=False),
             bn=nn.BatchNorm2d(stem_width),
             act=create_act(act_layer),
-            pool=MaxPool2d(3, stride=2, padding=1),
+            pool=nn.MaxPool2d(3, stride=2, padding=1),
         )), "stem.act"
     if stem_type == "deep":
         # SENet-154: three 3x3 convs (64, 64, stem_width) replace the 7x7 (its Appendix, item 2);
@@ -173,7 +168,7 @@ def _make_stem(in_chans: int, stem_type: str, stem_width: int, act_layer) -> tup
             conv1=ConvNormAct(in_chans, 64, 3, stride=2, act_layer=act_layer),
             conv2=ConvNormAct(64, 64, 3, act_layer=act_layer),
             conv3=ConvNormAct(64, stem_width, 3, act_layer=act_layer),
-            pool=MaxPool2d(3, stride=2, ceil_mode=True),
+            pool=nn.MaxPool2d(3, stride=2, ceil_mode=True),
         )), "stem.conv3"
     raise ValueError(f"stem_type must be '' or 'deep', got {stem_type!r}")
 

@@ -18,7 +18,6 @@ from ..layers.classifier import MLPHead
 from ..layers.conv_norm_act import ConvNormAct
 from ..registry import DefaultCfg, ModelCard, register_model
 from ..layers.init import restore_block_init
-from ..layers.pool import MaxPool2d
 from .base import ZooNet
 
 # Table 1 of the paper: the widths of the 3x3 convolutions of each of the five stages.
@@ -53,7 +52,7 @@ class VGG(ZooNet):
             block = create_attn(attn, cin)
             if block is not None:
                 layers["attn"] = block
-            layers["pool"] = MaxPool2d(2, 2)
+            layers["pool"] = nn.MaxPool2d(2, 2)
             stages.append(nn.Sequential(layers))
             self.feature_info.append(dict(num_chs=cin, reduction=2 ** (i + 1), module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)

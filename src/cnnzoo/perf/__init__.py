@@ -1,13 +1,22 @@
-"""Inference optimisation and the benchmark harness.
+"""Speed as passes a user asks for; the models themselves stay plain.
 
-``optimize(model)`` folds BatchNorm into convolutions and picks, by measuring on the device, the
-memory layout, oneDNN-fused convolutions and micro-batches on a CPU (and optionally
-``torch.compile``); ``OrtRunner`` runs a model with ONNX Runtime;
-``bench_model`` times inference and training the way timm's benchmark does, with its CSV columns.
+- :func:`optimize` (``optimize.py``): a copy of a model for inference, its passes chosen by
+  measuring on the device; ``result.report.passes`` lists what it runs.
+- :func:`for_training` (``training.py``): conv twins with faster weight gradients on a CPU,
+  and NHWC, in place on the model a training loop will step.
+- :func:`tune_memory` (``cnnzoo.memory``): transparent huge pages and a kept glibc heap for the
+  whole process, for a program that owns its process (the ``cnnzoo`` command does).
+- :func:`bench_model` (``bench.py``): inference and training timed as timm's benchmark does.
+
+Each pass is a module of its own, whose docstring says what it changes and what it measured.
 """
+from ..memory import tune_memory
 from .bench import COLUMNS, BenchSettings, bench_model, count_gmacs
 from .fold import find_conv_bn_pairs, fold_batchnorm
-from .optimize import InferenceModel, OptimizeReport, optimize
+from .inference_model import InferenceModel, OptimizeReport
+from .optimize import optimize
+from .training import for_training
 
 __all__ = ["COLUMNS", "BenchSettings", "InferenceModel", "OptimizeReport", "bench_model",
-           "count_gmacs", "find_conv_bn_pairs", "fold_batchnorm", "optimize"]
+           "count_gmacs", "find_conv_bn_pairs", "fold_batchnorm", "for_training", "optimize",
+           "tune_memory"]

@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
-from ..layers.helpers import layout_of
 from ..models.densenet import DenseBlock, DenseLayer
+from .tracer import layout_of
 
 
 def _empty_like_with_channels(x: torch.Tensor, channels: int) -> torch.Tensor:

@@ -13,21 +13,18 @@ child by child instead, so one untraceable head does not hide the body's pairs.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from ..layers.conv2d import Conv2d, DepthwiseConv2d
-from ..layers.deform_conv import DeformConv2d
-from ..layers.norm import BatchNorm2d
-from ..layers.pool import LayerTracer
-from ..layers.squeeze_excite import SqueezeExcite
+from .inplace import InplaceBatchNorm2d
+from .tracer import search_traced
+from .training import Conv2d, DepthwiseConv2d
 
+# The torch layers, and the perf twins that compute what they do.
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, Conv2d, DepthwiseConv2d)
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, BatchNorm2d, nn.BatchNorm3d)
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, InplaceBatchNorm2d, nn.BatchNorm3d)
 
 
 def _plain(module: nn.Module, bases: tuple[type[nn.Module], ...]) -> bool:
@@ -63,37 +60,6 @@ def _pairs_in_graph(graph: fx.Graph, root: nn.Module) -> list[tuple[str, str]]:
         if _foldable(root.get_submodule(src.target), root.get_submodule(node.target)):
             pairs.append((src.target, node.target))
     return pairs
-
-
-class PerfTracer(LayerTracer):
-    """The tracer of the rewrites in perf/: a deformable convolution and an SE block are one call.
-
-    torchvision's ``deform_conv2d`` checks its arguments' shapes in Python, which fx cannot
-    trace; traced as a whole, the block around it (and the pairs in it) would be lost to the
-    search, and every module above it traced again child by child. An SE block has nothing to
-    fold or fuse inside, and inlined into a rewritten block it would lose its in-place gate
-    (``SqueezeExcite.fresh_input``).
-    """
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (DeformConv2d, SqueezeExcite)) or \
-            super().is_leaf_module(m, qualname)
-
-
-def search_traced(module: nn.Module, find: Callable[[fx.Graph, nn.Module], list[tuple]],
-                  prefix: str = "") -> list[tuple]:
-    """``find`` on the graph of ``module``, or of each child where fx cannot trace the whole.
-
-    ``find`` returns tuples whose strings are module names in the graph's root; they come
-    back qualified from the module the search started at.
-    """
-    try:
-        graph = PerfTracer().trace(module)
-    except Exception:  # noqa: BLE001 - any tracing failure means: look one level down
-        return [hit for name, child in module.named_children()
-                for hit in search_traced(child, find, f"{prefix}{name}.")]
-    return [tuple(prefix + v if isinstance(v, str) else v for v in hit)
-            for hit in find(graph, module)]
 
 
 def find_conv_bn_pairs(module: nn.Module, prefix: str = "") -> list[tuple[str, str]]:

@@ -32,6 +32,8 @@ def available() -> bool:
     The call also initialises NNPACK: before it, every ``_nnpack_spatial_convolution`` fails
     with "NNPACK SpatialConvolution_updateOutput failed" (torch 2.14).
     """
+    if not hasattr(torch, "_nnpack_spatial_convolution"):  # private: a build may lack it
+        return False
     try:
         return bool(torch._nnpack_available())
     except (AttributeError, RuntimeError):

@@ -30,8 +30,8 @@ import torch
 from torch import fx, nn
 import torch.nn.functional as F
 
-from ..layers.conv2d import Conv2d, DepthwiseConv2d
-from .fold import PerfTracer
+from .tracer import PerfTracer
+from .training import Conv2d, DepthwiseConv2d
 
 # Convolutions the fused call computes exactly; a depthwise one differs only in training.
 _PLAIN_CONVS = (nn.Conv2d, Conv2d, DepthwiseConv2d)
@@ -41,8 +41,11 @@ def available(dtype: torch.dtype = torch.float32) -> bool:
     """Whether this PyTorch build has the fused oneDNN convolution (x86 and Arm CPU builds) for
     ``dtype``: float32 wherever it has it, bfloat16 where oneDNN has bf16 kernels on this CPU
     (AVX-512 or AMX; AMX's tiles ran resnet50 in bf16 5x faster than in float32)."""
-    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn,
-                                                              "_convolution_pointwise")):
+    # Private ops of torch's oneDNN build (what inductor emits for frozen graphs): asked for by
+    # name, so a build without them runs the plain model instead.
+    ops = getattr(torch.ops, "mkldnn", None)
+    if not (torch.backends.mkldnn.is_available() and hasattr(ops, "_convolution_pointwise")
+            and hasattr(ops, "_reorder_convolution_weight")):
         return False
     if dtype == torch.float32:
         return True
@@ -52,7 +55,8 @@ def available(dtype: torch.dtype = torch.float32) -> bool:
 @functools.cache
 def _bf16_kernels() -> bool:
     # Asked once: _packable asks for every module of every traced subtree.
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    check = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+    return bool(check()) if check is not None else False
 
 
 def _unary(node: fx.Node, root: nn.Module) -> tuple[str, list, str | None] | None:

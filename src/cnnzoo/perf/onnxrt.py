@@ -6,8 +6,8 @@ path on a CPU. :class:`OrtRunner` takes a model (exported here, in memory) or an
 and is called like a module: a tensor in, a tensor out.
 
 The export below is the smallest that works (TorchScript exporter, a dynamic batch axis); the
-``cnnzoo.export`` package is the place for the full one with its parity check, and this one can
-defer to it once it exists.
+``cnnzoo.export`` package holds the full one with its parity check. ``optimize`` builds on this
+module (``onnxruntime=True``, and ``optimize.onnxruntime_model``); nothing here imports it.
 """
 from __future__ import annotations
 
@@ -92,29 +92,9 @@ class OrtRunner:
         return torch.from_numpy(self.run_numpy(x))
 
 
-def _runtime_errors(ort) -> tuple[type[BaseException], ...]:
-    # ONNX Runtime's own errors (Fail, InvalidGraph, ...) derive from Exception alone.
-    state = getattr(getattr(ort, "capi", None), "onnxruntime_pybind11_state", None)
+def ort_errors() -> tuple[type[BaseException], ...]:
+    """ONNX Runtime's own errors (Fail, InvalidGraph, ...), which derive from Exception alone;
+    raises :class:`BackendUnavailable` where onnxruntime is not installed."""
+    state = getattr(getattr(_ort(), "capi", None), "onnxruntime_pybind11_state", None)
     return tuple(v for v in vars(state).values() if isinstance(v, type)
                  and issubclass(v, Exception)) if state is not None else ()
-
-
-def onnxruntime_model(model: nn.Module, name: str = "the model") -> nn.Module:
-    """``model`` as ONNX Runtime runs it, behind the module interface ``predict`` and
-    ``evaluate`` call: BatchNorm folded, exported once, the batch whole. Nothing is timed: the
-    candidates ``optimize`` would race cost a command more than they save it. A model the
-    exporter or ONNX Runtime cannot take ends in one line saying so, like a missing package;
-    an error of another kind is a bug of ours and is shown as one."""
-    from .optimize import optimize
-
-    ort = _ort()
-    try:
-        fast = optimize(model, onnxruntime=True, micro_batch=None)
-        # Two images, once: an export that fixed the batch size, or an op ONNX Runtime cannot
-        # run, fails here, in one line, rather than later inside predict or eval.
-        cfg = getattr(model, "default_cfg", None)
-        fast(torch.zeros(2, *(cfg.input_size if cfg is not None else (3, 224, 224))))
-    except (RuntimeError, *_runtime_errors(ort)) as exc:  # the exporter's are RuntimeErrors
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise BackendUnavailable(f"onnxruntime cannot run {name}: {detail}") from exc
-    return fast

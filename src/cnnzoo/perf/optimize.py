@@ -1,227 +1,55 @@
-"""``optimize(model)``: the same function, faster, for inference.
+"""``optimize(model)``: the same function, faster, for inference; a pipeline of perf/ passes.
 
-What is done always: eval mode, BatchNorm folded into its convolution (``fold.py``), parameters
-frozen, every call under ``torch.inference_mode`` (no autograd bookkeeping at all). What is
-chosen by measuring on the device, because no rule holds everywhere: the memory layout
-(channels_last lets oneDNN and cuDNN use their fastest dense kernels, yet depthwise and grouped
-convolutions can be slower in it on some builds), and, when asked, low precision by autocast or
-by weights cast once, ``torch.compile``, and ONNX Runtime (often the fastest on a CPU for the
-depthwise-heavy families). On a CPU, three more: convolutions fused with what follows them into
-pre-packed oneDNN calls (``onednn.py``; in float32, and in bfloat16 on weights cast once where
-oneDNN has bf16 kernels), 3x3 ones moved to NNPACK's Winograd kernels one by one where each
-measured faster there (``nnpack.py``, float32), and micro-batches.
+Always, on a copy: eval mode, parameters frozen, every call under ``torch.inference_mode``, and
+the passes that pay wherever they apply:
+
+- ``gates.py``: the SE and CBAM gates' 1x1 convs as GEMMs;
+- ``pooling.py``: max and average pools on oneDNN's kernels (CPUs where those are faster);
+- ``fold.py``, ``dense_buffer.py``, ``preact.py``: BatchNorm folded into the conv before it,
+  DenseNet's blocks on one buffer, and its BatchNorm -> ReLU folded into the 1x1 conv after it;
+- ``inplace.py``: BatchNorm and SE gates in place where the graph shows their input is fresh.
+
+Then, chosen by racing candidates in turns on the device (``timing.race``), because no rule
+holds everywhere: BatchNorm folded or not, the memory layout (``layout.py``), low precision by
+autocast or by weights cast once (``precision.py``), convolutions fused with what follows them
+into pre-packed oneDNN calls (``onednn.py``) with 3x3 ones on NNPACK where each ran faster
+(``nnpack.py``), micro-batches and early slices (``slicing.py``), ``torch.compile`` and ONNX
+Runtime (``onnxrt.py``). ``result.report`` lists the passes the returned model runs and what
+each candidate measured.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from ..layers.conv2d import PooledConv2d
-from ..models.base import ZooNet
 from . import nnpack as _nnpack
 from . import onednn as _onednn
 from .dense_buffer import buffer_dense_blocks
 from .fold import fold_batchnorm
+from .gates import PooledConv2d, gemm_gates
+from .inference_model import InferenceModel, OptimizeReport
+from .inplace import count_inplace, use_inplace
+from .layout import set_layout
+from .onnxrt import BackendUnavailable, OrtRunner, ort_errors
+from .pooling import available as pooling_available, count_pools, use_onednn_pooling
+from .precision import deform_in_float32
 from .preact import fold_preactivation
+from .slicing import early_split
 from .timing import Clock, race, synchronizer
 
-
-@dataclass
-class OptimizeReport:
-    folded: int = 0
-    # BatchNorm -> ReLU pairs folded into the 1x1 conv after them (DenseNet's pre-activation).
-    preact: int = 0
-    # DenseNet blocks run on one buffer each instead of a concatenation per layer.
-    buffered: int = 0
-    channels_last: bool = False
-    compiled: str | None = None
-    onnxruntime: bool = False
-    # Convolutions fused into pre-packed oneDNN calls (CPU, float32 or bf16); 0 where none were.
-    onednn: int = 0
-    # 3x3 convolutions run on NNPACK's Winograd kernels (CPU, float32); 0 where none were.
-    nnpack: int = 0
-    # The batch is run this many samples at a time; None: whole.
-    micro_batch: int | None = None
-    # (pieces, rows): the first pieces of the body, on the largest maps, run this many samples
-    # at a time, the rest as micro_batch says; None: the body runs all in one way.
-    early: tuple[int, int] | None = None
-    amp: str | None = None
-    # Median step time (ms) of each candidate measured, by candidate name.
-    timings_ms: dict[str, float] = field(default_factory=dict)
-
-    def describe(self) -> str:
-        parts = [f"{self.folded} BN folded"]
-        if self.preact:
-            parts.append(f"{self.preact} BN-ReLU folded into the next conv")
-        if self.buffered:
-            parts.append(f"{self.buffered} dense blocks on one buffer each")
-        parts.append("channels_last" if self.channels_last else "NCHW")
-        if self.amp:
-            parts.append(self.amp)
-        if self.onednn:
-            parts.append(f"{self.onednn} convs fused for oneDNN")
-        if self.nnpack:
-            parts.append(f"{self.nnpack} 3x3 convs on NNPACK")
-        if self.early:
-            parts.append(f"first {self.early[0]} body pieces {self.early[1]} at a time")
-        if self.micro_batch:
-            parts.append(f"micro-batches of {self.micro_batch}")
-        if self.onnxruntime:
-            parts.append("onnxruntime")
-        if self.compiled:
-            parts.append(f"compiled ({self.compiled})")
-        return ", ".join(parts)
-
-
-class InferenceModel(nn.Module):
-    """An optimised model: call it like the original, in inference mode, in the chosen layout.
-
-    ``amp_dtype`` runs it in lower precision, either under autocast or, when ``cast`` is set,
-    with weights converted once (no per-call weight casts) and inputs cast on the way in.
-    ``micro_batch`` runs a larger batch that many samples at a time: every sample is computed
-    alone anyway in inference, and smaller activations stay in cache (and, where the heap is
-    not kept, in memory the allocator already holds: ``perf/memory.py``). For a cnnzoo
-    model in eval mode only the body is sliced; its head runs once on the whole batch.
-    ``early=(pieces, rows)`` (a cnnzoo model whose body is a chain, ``feature_pieces``) runs the
-    first pieces ``rows`` samples at a time and the rest as ``micro_batch`` says: the first
-    maps are the large ones, whose slices stay in cache, and the later ones are small, where
-    a GEMM wants many rows (mobilenet_v2, batch 16 on 2 cores: 86 ms in slices of 8, 77 with
-    its first three pieces 2 at a time and the rest whole).
-    """
-
-    def __init__(self, model: nn.Module, *, channels_last: bool = False,
-                 runner: Callable | None = None, amp_dtype: torch.dtype | None = None,
-                 cast: bool = False, micro_batch: int | None = None,
-                 early: tuple[int, int] | None = None,
-                 report: OptimizeReport | None = None):
-        super().__init__()
-        if micro_batch is not None and micro_batch < 1:
-            raise ValueError(f"micro_batch must be a positive int or None, got {micro_batch}")
-        pieces: list[nn.Module] = []
-        if early is not None:
-            if not (isinstance(model, ZooNet) and runner is None):
-                raise ValueError("early slices need a cnnzoo model run by torch")
-            pieces = model.feature_pieces()
-            count = len(pieces)
-            if not (0 < early[0] < count and early[1] >= 1):
-                raise ValueError(f"early must be (pieces, rows) with 0 < pieces < {count} "
-                                 f"and rows >= 1, got {early}")
-        self.model = model
-        self.channels_last = channels_last
-        self.amp_dtype = amp_dtype
-        self.cast = cast
-        self.micro_batch = micro_batch
-        self.early = early
-        # A compiled module or an ONNX Runtime session wrapping self.model; kept out of the
-        # module tree so parameters are not listed twice.
-        object.__setattr__(self, "_run", model if runner is None else runner)
-        # Listed once, not on every call; a plain list, as the modules are self.model's.
-        object.__setattr__(self, "_pieces", pieces)
-        self.report = report or OptimizeReport()
-        for attr in ("default_cfg", "card", "model_name", "num_classes", "num_features"):
-            if hasattr(model, attr):
-                object.__setattr__(self, attr, getattr(model, attr))
-
-    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        if self.cast and self.amp_dtype is not None:
-            x = x.to(self.amp_dtype)
-        if self.channels_last and x.dim() == 4:
-            return x.contiguous(memory_format=torch.channels_last)
-        return x
-
-    def _context(self, x: torch.Tensor):
-        if self.amp_dtype is None or self.cast:
-            return contextlib.nullcontext()
-        return torch.autocast(x.device.type, dtype=self.amp_dtype)
-
-    def _in_pieces(self, fn: Callable, x: torch.Tensor):
-        mb = self.micro_batch
-        if mb is None or x.dim() == 0 or x.shape[0] <= mb:
-            return fn(x)
-        return _join([fn(piece) for piece in x.split(mb)])
-
-    def _early_applies(self, x: torch.Tensor) -> bool:
-        return (self.early is not None and x.dim() > 0 and x.shape[0] > self.early[1]
-                and not self.model.training)
-
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._early_applies(x):
-            return self._in_pieces(self.model.forward_features, x)
-        count, rows = self.early
-        pieces = self._pieces
-
-        def chain(modules, t):
-            for m in modules:
-                t = m(t)
-            return t
-        # Each slice's output is a new tensor, and torch.cat copies it: a later piece may
-        # overwrite its input (onednn.py) without touching anything the caller holds.
-        mid = torch.cat([chain(pieces[:count], piece) for piece in x.split(rows)])
-        return self._in_pieces(lambda t: chain(pieces[count:], t), mid)
-
-    def _head_whole(self, x: torch.Tensor) -> bool:
-        # Only the body is sliced where the model's own forward is the contract's
-        # head(features): a classifier reads all its weights once per call, however few
-        # samples it gets, so in slices vgg16's 0.5 GB of fc weights were read 8 times a batch.
-        # (In training mode a model with aux heads returns more than the head does.)
-        return (self.micro_batch is not None and x.dim() > 0 and x.shape[0] > self.micro_batch
-                and self._run is self.model and isinstance(self.model, ZooNet)
-                and not self.model.training)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), self._context(x):
-            x = self._prepare(x)
-            if self._head_whole(x) or self._early_applies(x):
-                return self.model.forward_head(self._features(x))
-            return self._in_pieces(self._run, x)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), self._context(x):
-            return self._features(self._prepare(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.cast and self.amp_dtype is not None:
-            x = x.to(self.amp_dtype)
-        with torch.inference_mode(), self._context(x):
-            return self.model.forward_head(x, pre_logits=pre_logits)
-
-
-@torch.inference_mode()
-def _early_split(candidate: InferenceModel, example: torch.Tensor) -> int | None:
-    """How many body pieces bring the maps to a quarter of the input's side; None: no split.
-
-    Only a cnnzoo model in eval mode, run by torch on a 4-d batch of more than two, whose body
-    is a chain with more pieces after that point.
-    """
-    model = candidate.model
-    if not (isinstance(model, ZooNet) and candidate._run is model and not model.training
-            and example.dim() == 4 and example.shape[0] > 2):
-        return None
-    pieces = model.feature_pieces()
-    x = candidate._prepare(example[:1])
-    side = x.shape[-1]
-    with candidate._context(x):
-        for i, piece in enumerate(pieces[:-1]):
-            x = piece(x)
-            if x.dim() != 4:
-                return None
-            if 4 * x.shape[-1] <= side:
-                return i + 1
-    return None
+__all__ = ["InferenceModel", "OptimizeReport", "onnxruntime_model", "optimize"]
 
 
 @torch.inference_mode()
 def _runs(candidate: InferenceModel, example: torch.Tensor) -> bool:
     """Whether ``candidate`` runs ``example``; False where it meets an op with no kernel for
     its dtype on this device (torch raises NotImplementedError, or a RuntimeError saying "not
-    implemented for 'BFloat16'", as torchvision's deformable conv does)."""
+    implemented for 'BFloat16'")."""
     try:
         candidate(example[:1])
     except (NotImplementedError, RuntimeError) as exc:
@@ -229,20 +57,6 @@ def _runs(candidate: InferenceModel, example: torch.Tensor) -> bool:
             return False
         raise
     return True
-
-
-def _join(outs: list):
-    """The slices' outputs joined along the batch, whatever nest of tuples holds them."""
-    first = outs[0]
-    if isinstance(first, torch.Tensor):
-        return torch.cat(outs)
-    if isinstance(first, (tuple, list)):
-        joined = [_join(list(parts)) for parts in zip(*outs)]
-        # A named tuple (InceptionOutputs) is built from fields, a plain one from an iterable.
-        return type(first)(*joined) if hasattr(first, "_fields") else type(first)(joined)
-    if first is None:
-        return None
-    raise TypeError(f"cannot join micro-batch outputs of type {type(first).__name__}")
 
 
 def _example_input(model: nn.Module, batch_size: int, device: torch.device) -> torch.Tensor:
@@ -255,13 +69,328 @@ def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters(), torch.empty(0)).device
 
 
-def _set_layout(model: nn.Module, channels_last: bool) -> None:
-    model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+def _check(fold_bn, channels_last, compile, onnxruntime, onednn, nnpack, micro_batch) -> None:
+    for name, value in (("fold_bn", fold_bn), ("channels_last", channels_last),
+                        ("compile", compile), ("onnxruntime", onnxruntime), ("onednn", onednn),
+                        ("nnpack", nnpack)):
+        if value not in (True, False, "auto"):
+            raise ValueError(f"{name} must be True, False or 'auto', got {value!r}")
+    if not (micro_batch in (None, "auto") or (isinstance(micro_batch, int)
+                                              and not isinstance(micro_batch, bool)
+                                              and micro_batch > 0)):
+        raise ValueError(f"micro_batch must be a positive int, None or 'auto', "
+                         f"got {micro_batch!r}")
 
 
-def _choice(value, name: str) -> None:
-    if value not in (True, False, "auto"):
-        raise ValueError(f"{name} must be True, False or 'auto', got {value!r}")
+def _layout_name(key: str, layout: bool) -> str:
+    return f"{key}_{'channels_last' if layout else 'nchw'}"
+
+
+class _Search:
+    """One ``optimize`` call: the always-on passes, then the stages of the race in turn.
+
+    Each stage reads the best candidate so far (``best``, ``best_name``, ``best_ms``) and
+    replaces it where one of its own candidates ran faster.
+    """
+
+    def __init__(self, model: nn.Module, example, batch_size, fold_bn, channels_last,
+                 amp_dtype, compile, compile_backend, onnxruntime, onednn, nnpack, micro_batch,
+                 warmup, steps, clock):
+        self.fold_bn, self.channels_last, self.amp_dtype = fold_bn, channels_last, amp_dtype
+        self.compile, self.compile_backend = compile, compile_backend
+        self.onnxruntime, self.onednn_asked, self.nnpack_asked = onnxruntime, onednn, nnpack
+        self.micro_batch, self.warmup, self.steps, self.clock = micro_batch, warmup, steps, clock
+        self.report = OptimizeReport()
+        self.model = model
+        self.device = _device_of(model)
+        # ONNX Runtime asked for: torch's own choices (layout, oneDNN calls, compile) would be
+        # measured for nothing; ONNX Runtime folds BatchNorm itself, and lays out its tensors.
+        self.ort_only = onnxruntime is True
+        cpu = self.device.type == "cpu"
+        # In bfloat16 the fused calls take weights cast once, so they race as a cast model.
+        self.use_onednn = bool(onednn) and cpu and not self.ort_only and \
+            _onednn.available(amp_dtype or torch.float32)
+        self.use_nnpack = self.use_onednn and amp_dtype is None and bool(nnpack) and \
+            _nnpack.available()
+        # 'auto' tries ONNX Runtime only where it runs its fast kernels: its CPU build, fp32.
+        self.wants_ort = self.ort_only or (onnxruntime == "auto" and amp_dtype is None and cpu)
+        self.sizes = [m for m in (2, 4, 8) if m < (example.shape[0] if example is not None
+                                                   else batch_size)] \
+            if micro_batch == "auto" and cpu else []
+        needs_example = "auto" in (fold_bn, channels_last, compile, onnxruntime, micro_batch) \
+            or self.use_onednn or micro_batch is not None
+        if example is None and needs_example:
+            example = _example_input(model, batch_size, self.device)
+        self.example = example
+        self.sync = synchronizer(self.device)
+        self.best: InferenceModel | None = None
+        self.best_name, self.best_ms = "", None
+        self.fused: dict[str, bool] = {}  # the fused candidates, with their layout
+        self.nnpack_names: dict[bool, list[str]] = {}  # by layout: measured in each
+
+    # -- the always-on passes -------------------------------------------------------------
+    def prepare(self, inplace: bool) -> None:
+        folded = self.model if inplace else copy.deepcopy(self.model)
+        folded.eval()
+        gemm_gates(folded)
+        if self.device.type == "cpu":
+            if pooling_available():
+                use_onednn_pooling(folded)
+            if self.amp_dtype is not None:
+                deform_in_float32(folded)
+        # Where oneDNN fusion follows, the unfolded model is no real candidate: a BatchNorm
+        # between a conv and its activation is a fusion lost. Raced anyway on 2 shared cores,
+        # it won by noise (resnet50, mobilenet_v3_large), then ran slower than folded.
+        unfolded = copy.deepcopy(folded) if self.fold_bn == "auto" and not self.ort_only \
+            and not self.use_onednn else None
+        self.for_ort = folded
+        if self.fold_bn:
+            self.report.folded = len(fold_batchnorm(folded))
+            # ONNX Runtime gets the model before the pre-activation fold: its per-channel
+            # clamps are no ops ONNX Runtime fuses (densenet121 ran 1.5x slower for them).
+            if self.wants_ort:
+                self.for_ort = folded if self.ort_only else copy.deepcopy(folded)
+            if not self.ort_only:
+                # Before the pre-activation fold, which then makes each dense layer's clamp
+                # read the block's buffer out of place: the clamp is the one copy it needs.
+                self.report.buffered = buffer_dense_blocks(folded)
+                self.report.preact = len(fold_preactivation(folded))
+        if not self.report.folded and not self.report.preact:
+            unfolded = None  # nothing was folded: nothing to choose between
+        self.models = {"folded" if self.report.folded or self.report.preact else "eager": folded}
+        if unfolded is not None:
+            self.models["unfolded"] = unfolded
+        for m in self.models.values():
+            if not self.ort_only:
+                use_inplace(m)
+            for p in m.parameters():
+                p.requires_grad_(False)
+
+    # -- racing -----------------------------------------------------------------------------
+    def race_pick(self, candidates: dict[str, InferenceModel],
+                  prepare: dict[str, Callable[[], None]] | None = None) -> tuple[str, float]:
+        """Time the candidates in turns; record each one's median; return the fastest."""
+        per_step = race({n: (lambda c=c: c(self.example)) for n, c in candidates.items()},
+                        rounds=self.steps, warmup=self.warmup, sync=self.sync,
+                        clock=self.clock, prepare=prepare)
+        ms = {n: 1000 * statistics.median(v) for n, v in per_step.items()}
+        self.report.timings_ms.update({n: round(v, 3) for n, v in ms.items()})
+        name = min(ms, key=ms.get)
+        return name, ms[name]
+
+    def contest(self, candidates: dict[str, InferenceModel]) -> None:
+        """The fastest of ``candidates`` (which include the best so far) becomes the best."""
+        if len(candidates) > 1:
+            self.best_name, self.best_ms = self.race_pick(candidates)
+            self.best = candidates[self.best_name]
+
+    def baseline(self) -> float:
+        if self.best_ms is None:
+            self.best_ms = self.race_pick({self.best_name: self.best})[1]
+        return self.best_ms
+
+    def wrap(self, m: nn.Module, layout: bool, **kw) -> InferenceModel:
+        return InferenceModel(m, channels_last=layout, amp_dtype=self.amp_dtype,
+                              report=self.report, **kw)
+
+    # -- stage 1: folded or not, NCHW or channels_last ------------------------------------
+    def race_layout(self) -> None:
+        layouts = (False,) if self.ort_only else (False, True) \
+            if self.channels_last == "auto" else (self.channels_last is True,)
+        choices = {_layout_name(k, lay): (k, lay) for k in self.models for lay in layouts}
+        if len(choices) > 1:
+            # One model in two layouts is switched between turns rather than copied.
+            self.best_name, self.best_ms = self.race_pick(
+                {n: self.wrap(self.models[k], lay) for n, (k, lay) in choices.items()},
+                prepare={n: (lambda m=self.models[k], lay=lay: set_layout(m, lay))
+                         for n, (k, lay) in choices.items()})
+        else:
+            self.best_name = next(iter(choices))
+        self.key, self.layout = choices[self.best_name]
+        self.chosen = self.models[self.key]
+        set_layout(self.chosen, self.layout)
+        self.best = self.wrap(self.chosen, self.layout)
+        self.best_folded = self.key == "folded"
+
+    # -- stage 2: low precision, autocast against weights cast once -----------------------
+    def try_cast(self) -> None:
+        # Autocast re-casts every weight on every call; weights cast once save that, at the
+        # price of pooling and the classifier running in low precision too. A model cast whole
+        # that meets an op with no low-precision kernel (AlexNet's LRN pools in 3-d, which a
+        # CPU has in float32 only) is no candidate.
+        self.cast_runs = False
+        if self.amp_dtype is None or self.ort_only:
+            return
+        cast = self.wrap(copy.deepcopy(self.chosen).to(self.amp_dtype), self.layout, cast=True)
+        self.cast_runs = _runs(cast, self.example)
+        if self.cast_runs:
+            name = self.best_name + "_cast"
+            ms = self.race_pick({name: cast})[1]
+            if ms < self.baseline():
+                self.best, self.best_name, self.best_ms = cast, name, ms
+
+    # -- stage 3: oneDNN fusion and NNPACK; stage 4: micro-batches ------------------------
+    def fused_copy(self, rows: int, lay: bool | None = None) -> nn.Module:
+        """The chosen model with its convs fused for an input of ``rows`` samples; packed
+        weights suit one input size, so each slice size gets its own copy."""
+        lay = self.layout if lay is None else lay
+        m = copy.deepcopy(self.chosen)
+        set_layout(m, lay)
+        x = self.example[:rows]  # as InferenceModel hands it on
+        if self.amp_dtype is not None:
+            m, x = m.to(self.amp_dtype), x.to(self.amp_dtype)
+        if lay:
+            x = x.contiguous(memory_format=torch.channels_last)
+        _onednn.fuse_for_cpu(m, x)
+        if self.use_nnpack:
+            if lay not in self.nnpack_names:
+                self.nnpack_names[lay] = _nnpack.choose(
+                    m, x, measure=self.nnpack_asked == "auto", warmup=self.warmup,
+                    steps=self.steps, clock=self.clock)
+            _nnpack.place(m, self.nnpack_names[lay])
+        return m
+
+    def fuse_and_slice(self) -> None:
+        pool = {self.best_name: self.best}
+        cast = self.amp_dtype is not None
+        if self.use_onednn and (not cast or self.cast_runs):
+            m = self.fused_copy(self.example.shape[0])
+            if _onednn.count_fused(m) or _nnpack.count(m):
+                if self.onednn_asked is True:
+                    pool = {}  # asked for: the plain model is no candidate
+                name = _layout_name(self.key, self.layout) + ("_cast" if cast else "") + "_onednn"
+                pool[name] = self.wrap(m, self.layout, cast=cast)
+                self.fused[name] = self.layout
+            # NNPACK takes NCHW only: where the plain model chose channels_last, the fused one
+            # in NCHW races too. VGG-16 is the case: its convs ran 1.1-1.6x faster on NNPACK
+            # from NCHW and 0.7-1.5x from NHWC (bench/nnpack_layers.py).
+            if self.use_nnpack and self.layout and self.channels_last == "auto":
+                m = self.fused_copy(self.example.shape[0], False)
+                if _nnpack.count(m):
+                    name = _layout_name(self.key, False) + "_onednn"
+                    pool[name] = self.wrap(m, False)
+                    self.fused[name] = False
+        if not self.ort_only:
+            for whole_name, whole in list(pool.items()):
+                for mb in self.sizes:
+                    pool[f"{whole_name}_mb{mb}"] = self.sliced(whole_name, whole, mb)
+        if len(pool) > 1:
+            self.contest(pool)
+        else:
+            self.best_name = next(iter(pool))
+            self.best = pool[self.best_name]
+            self.best_ms = self.report.timings_ms.get(self.best_name)
+
+    def sliced(self, name: str, whole: InferenceModel, mb: int, **kw) -> InferenceModel:
+        m = self.fused_copy(mb, self.fused[name]) if name in self.fused else whole.model
+        return InferenceModel(m, channels_last=whole.channels_last, amp_dtype=self.amp_dtype,
+                              cast=whole.cast, micro_batch=mb, report=self.report, **kw)
+
+    # -- stage 4b: the body's first pieces in slices of 1 or 2 ----------------------------
+    def try_early(self) -> None:
+        if self.micro_batch != "auto" or self.device.type != "cpu" or self.ort_only:
+            return
+        at = early_split(self.best, self.example)
+        if at is None:
+            return
+        best = self.best
+        contest = {self.best_name: best}
+        for rows in (1, 2):
+            if rows < (best.micro_batch or self.example.shape[0]):
+                contest[f"{self.best_name}_early{at}x{rows}"] = InferenceModel(
+                    best.model, channels_last=best.channels_last, amp_dtype=self.amp_dtype,
+                    cast=best.cast, micro_batch=best.micro_batch, early=(at, rows),
+                    report=self.report)
+        self.contest(contest)
+
+    def fixed_micro_batch(self) -> None:
+        # A size given: slice the chosen model, without measuring.
+        if isinstance(self.micro_batch, int) and not self.ort_only:
+            self.best = self.sliced(self.best_name, self.best, self.micro_batch)
+            self.best_name, self.best_ms = f"{self.best_name}_mb{self.micro_batch}", None
+
+    # -- stage 5: torch.compile, from the folded model ------------------------------------
+    def try_compile(self) -> None:
+        if not self.compile or self.ort_only:
+            return
+        folded = self.models["folded" if "folded" in self.models else "eager"]
+        base = folded if not self.best.cast else copy.deepcopy(folded).to(self.amp_dtype)
+        set_layout(base, self.layout)
+        # Freezing (CPU only) lets inductor pre-pack weights for oneDNN: the weights are frozen.
+        options = {"freezing": True} if self.compile_backend == "inductor" and \
+            self.device.type == "cpu" else None
+        name = f"compiled_{self.compile_backend}"
+        compiled = self.wrap(base, self.layout, cast=self.best.cast, runner=torch.compile(
+            base, backend=self.compile_backend, options=options))
+        if self.compile is True or self.race_pick({name: compiled})[1] < self.baseline():
+            self.best, self.best_ms = compiled, self.report.timings_ms.get(name)
+            self.best_folded = bool(self.report.folded or self.report.preact)
+            self.report.compiled = self.compile_backend
+
+    # -- stage 6: ONNX Runtime, whole or in slices ----------------------------------------
+    def try_onnxruntime(self) -> None:
+        # Its arena reuses memory, but micro-batches still pay for the depthwise families,
+        # whose activations then stay in cache (~20% at batch 16 on 2 cores).
+        if not self.wants_ort:
+            return
+        ref = self.example if self.example is not None else \
+            _example_input(self.for_ort, 1, self.device)
+        runner = OrtRunner(self.for_ort, example=ref[:1].contiguous(), device=self.device)
+        slices = [self.micro_batch] if isinstance(self.micro_batch, int) else [None, *self.sizes]
+        ort_pool = {"onnxruntime" + (f"_mb{mb}" if mb else ""):
+                    self.wrap(self.for_ort, False, runner=runner, micro_batch=mb)
+                    for mb in slices}
+        contest = ort_pool if self.ort_only else {**ort_pool, self.best_name: self.best}
+        name = self.race_pick(contest)[0] if len(contest) > 1 else next(iter(contest))
+        if name in ort_pool:
+            self.best, self.best_folded = ort_pool[name], bool(self.report.folded)
+            self.report.onnxruntime = True
+            self.report.preact = 0
+
+    def finish(self) -> InferenceModel:
+        best, report = self.best, self.report
+        report.channels_last = best.channels_last
+        report.micro_batch = best.micro_batch
+        report.early = best.early
+        report.onednn = _onednn.count_fused(best.model)
+        report.nnpack = _nnpack.count(best.model)
+        if not self.best_folded:
+            report.folded = report.preact = 0
+        if report.onnxruntime:
+            report.buffered = 0
+        report.amp = (f"{str(self.amp_dtype).removeprefix('torch.')} "
+                      f"{'weights cast' if best.cast else 'autocast'}") if self.amp_dtype else None
+        report.passes = _passes(best, report)
+        return best
+
+
+def _passes(best: InferenceModel, report: OptimizeReport) -> list[str]:
+    """What the returned model runs, pass by pass, in the order they were applied."""
+    m = best.model
+    gemms = sum(isinstance(c, PooledConv2d) and c.as_matmul for c in m.modules())
+    found = [("gates as GEMMs", gemms, not report.onnxruntime),
+             ("oneDNN pooling", count_pools(m), not report.onnxruntime),
+             ("BatchNorm folded", report.folded, True),
+             ("dense blocks on one buffer", report.buffered, True),
+             ("BN-ReLU folded into the next conv", report.preact, True),
+             ("in place (BatchNorm, SE)", count_inplace(m), not report.onnxruntime)]
+    passes = [f"{name} ({n})" for name, n, applies in found if n and applies]
+    passes.append("channels_last" if report.channels_last else "NCHW")
+    if report.amp:
+        passes.append(report.amp)
+    if report.onednn:
+        passes.append(f"oneDNN fusion ({report.onednn})")
+    if report.nnpack:
+        passes.append(f"NNPACK ({report.nnpack})")
+    if report.early:
+        passes.append(f"early slices ({report.early[0]} pieces, {report.early[1]} rows)")
+    if report.micro_batch:
+        passes.append(f"micro-batches of {report.micro_batch}")
+    if report.compiled:
+        passes.append(f"torch.compile ({report.compiled})")
+    if report.onnxruntime:
+        passes.append("onnxruntime")
+    return passes
 
 
 def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_size: int = 8,
@@ -291,254 +420,40 @@ def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_siz
     ``micro_batch`` (an int, None, or 'auto': on a CPU, 2, 4 and 8 measured against the whole
     batch) runs large batches in slices, through torch or ONNX Runtime alike.
     ``onnxruntime=True`` hands the model to ONNX Runtime without measuring torch's own
-    choices (layout, oneDNN calls, compile), which it would not use. The candidates of a
-    choice are timed in turns (``timing.race``), so drift on a shared machine cannot decide
-    it; ``steps`` is the number of rounds, each timing one step of every candidate. The
-    choices and timings are in ``result.report``. The model is copied unless
-    ``inplace=True``, because folding rewrites its weights.
+    choices (layout, oneDNN calls, compile), which it would not use. ``steps`` is the number
+    of rounds of a race, each timing one step of every candidate. The choices, the passes
+    and the timings are in ``result.report``. The model is copied unless ``inplace=True``,
+    because the passes rewrite its modules and folding its weights.
     """
-    for name, value in (("fold_bn", fold_bn), ("channels_last", channels_last),
-                        ("compile", compile), ("onnxruntime", onnxruntime), ("onednn", onednn),
-                        ("nnpack", nnpack)):
-        _choice(value, name)
-    if not (micro_batch in (None, "auto") or (isinstance(micro_batch, int)
-                                              and not isinstance(micro_batch, bool)
-                                              and micro_batch > 0)):
-        raise ValueError(f"micro_batch must be a positive int, None or 'auto', "
-                         f"got {micro_batch!r}")
-    folded = model if inplace else copy.deepcopy(model)
-    folded.eval()
-    if isinstance(folded, ZooNet):
-        # The layout is raced below and set by InferenceModel; the model must not move the
-        # input to its own choice behind it.
-        folded.cpu_layout = None
-    # The gates of SE and CBAM as GEMMs: on a one-pixel map oneDNN's convolution (fused or
-    # not) spends 30-100 us per call on a CPU setting up a few thousand multiply-adds.
-    for m in folded.modules():
-        if isinstance(m, PooledConv2d):
-            m.as_matmul = True
-    # ONNX Runtime asked for: torch's own choices (layout, oneDNN calls, compile) would be
-    # measured for nothing; ONNX Runtime folds BatchNorm itself, and lays out its own tensors.
-    ort_only = onnxruntime is True
-    report = OptimizeReport()
-    device = _device_of(folded)
-    # In bfloat16 the fused calls take weights cast once, so they race as a cast model.
-    use_onednn = bool(onednn) and device.type == "cpu" and not ort_only and \
-        _onednn.available(amp_dtype or torch.float32)
-    # Where oneDNN fusion follows, the unfolded model is no real candidate: a BatchNorm between
-    # a conv and its activation is a fusion lost. Raced anyway on 2 shared cores, it won by
-    # noise (resnet50, mobilenet_v3_large), then ran slower than folded when measured again.
-    unfolded = copy.deepcopy(folded) if fold_bn == "auto" and not ort_only and \
-        not use_onednn else None
-    # 'auto' tries ONNX Runtime only where it runs its fast kernels: its CPU build, fp32.
-    wants_ort = ort_only or (onnxruntime == "auto" and amp_dtype is None
-                             and device.type == "cpu")
-    for_ort = folded
-    if fold_bn:
-        report.folded = len(fold_batchnorm(folded))
-        # ONNX Runtime gets the model before the pre-activation fold: its per-channel clamps
-        # are no ops ONNX Runtime fuses or runs in its blocked layout (densenet121 ran 1.5x
-        # slower for them), while it handles BatchNorm -> ReLU itself.
-        if wants_ort:
-            for_ort = folded if ort_only else copy.deepcopy(folded)
-        if not ort_only:
-            # Before the pre-activation fold, which then makes each dense layer's clamp read
-            # the block's buffer out of place: the clamp is the one copy the layer needs.
-            report.buffered = buffer_dense_blocks(folded)
-            report.preact = len(fold_preactivation(folded))
-    if not report.folded and not report.preact:
-        unfolded = None  # nothing was folded: nothing to choose between
-    for m in (folded, unfolded):
-        for p in (m.parameters() if m is not None else ()):
-            p.requires_grad_(False)
-    if example is None and ("auto" in (fold_bn, channels_last, compile, onnxruntime, micro_batch)
-                            or use_onednn or micro_batch is not None):
-        example = _example_input(folded, batch_size, device)
-    sync = synchronizer(device)
+    _check(fold_bn, channels_last, compile, onnxruntime, onednn, nnpack, micro_batch)
+    search = _Search(model, example, batch_size, fold_bn, channels_last, amp_dtype, compile,
+                     compile_backend, onnxruntime, onednn, nnpack, micro_batch, warmup, steps,
+                     clock)
+    search.prepare(inplace)
+    search.race_layout()
+    search.try_cast()
+    search.fuse_and_slice()
+    search.try_early()
+    search.fixed_micro_batch()
+    search.try_compile()
+    search.try_onnxruntime()
+    return search.finish()
 
-    def measure(name: str, candidate: InferenceModel) -> float:
-        return race_pick({name: candidate})[1]
 
-    def race_pick(candidates: dict[str, InferenceModel],
-                  prepare: dict[str, Callable[[], None]] | None = None) -> tuple[str, float]:
-        """Time the candidates in turns; record each one's median; return the fastest."""
-        per_step = race({n: (lambda c=c: c(example)) for n, c in candidates.items()},
-                        rounds=steps, warmup=warmup, sync=sync, clock=clock, prepare=prepare)
-        ms = {n: 1000 * statistics.median(v) for n, v in per_step.items()}
-        report.timings_ms.update({n: round(v, 3) for n, v in ms.items()})
-        name = min(ms, key=ms.get)
-        return name, ms[name]
-
-    def wrap(m: nn.Module, layout: bool, **kw) -> InferenceModel:
-        return InferenceModel(m, channels_last=layout, amp_dtype=amp_dtype, report=report, **kw)
-
-    def layout_name(key: str, layout: bool) -> str:
-        return f"{key}_{'channels_last' if layout else 'nchw'}"
-
-    # Stage 1, eager: BN folded or not, NCHW or channels_last. One model in two layouts is
-    # switched between turns rather than copied: half the memory.
-    models = {"folded" if report.folded or report.preact else "eager": folded}
-    if unfolded is not None:
-        models["unfolded"] = unfolded
-    layouts = (False,) if ort_only else \
-        (False, True) if channels_last == "auto" else (channels_last is True,)
-    choices = {layout_name(k, lay): (k, lay) for k in models for lay in layouts}
-    best_ms = None
-    if len(choices) > 1:
-        best_name, best_ms = race_pick(
-            {n: wrap(models[k], lay) for n, (k, lay) in choices.items()},
-            prepare={n: (lambda m=models[k], lay=lay: _set_layout(m, lay))
-                     for n, (k, lay) in choices.items()})
-    else:
-        best_name = next(iter(choices))
-    key, layout = choices[best_name]
-    chosen = models[key]
-    _set_layout(chosen, layout)
-    best = wrap(chosen, layout)
-    best_folded = key == "folded"
-
-    def baseline() -> float:
-        nonlocal best_ms
-        if best_ms is None:
-            best_ms = measure(best_name, best)
-        return best_ms
-
-    # Stage 2, low precision: autocast re-casts every weight on every call; casting the
-    # weights once saves that, at the price of pooling and the classifier running in low
-    # precision too. Some ops have no low-precision kernel on some devices (AlexNet's LRN
-    # pools in 3-d, which a CPU has in float32 only; autocast runs it so): a model cast whole
-    # that cannot run is no candidate.
-    cast_runs = False
-    if amp_dtype is not None and not ort_only:
-        cast = wrap(copy.deepcopy(chosen).to(amp_dtype), layout, cast=True)
-        cast_runs = _runs(cast, example)
-        if cast_runs:
-            cast_ms = measure(best_name + "_cast", cast)
-            if cast_ms < baseline():
-                best, best_name, best_ms = cast, best_name + "_cast", cast_ms
-
-    # Stage 3, oneDNN on a CPU: conv + activation (+ residual add) as one call each, on weights
-    # packed once for the input size they will see; then the 3x3 convs NNPACK runs faster.
-    # Those are measured once, on the whole batch, and the same ones move in every slice's copy.
-    use_nnpack = use_onednn and amp_dtype is None and bool(nnpack) and _nnpack.available()
-    nnpack_names: dict[bool, list[str]] = {}  # by layout: NNPACK's choice is measured in each
-
-    def fused_copy(rows: int, lay: bool = layout) -> nn.Module:
-        m = copy.deepcopy(chosen)
-        _set_layout(m, lay)  # a no-op in the layout chosen; NCHW for NNPACK's own candidate
-        x = example[:rows]  # as InferenceModel._prepare hands it on
-        if amp_dtype is not None:
-            m, x = m.to(amp_dtype), x.to(amp_dtype)
-        if lay:
-            x = x.contiguous(memory_format=torch.channels_last)
-        _onednn.fuse_for_cpu(m, x)
-        if use_nnpack:
-            if lay not in nnpack_names:
-                nnpack_names[lay] = _nnpack.choose(m, x, measure=nnpack == "auto",
-                                                   warmup=warmup, steps=steps, clock=clock)
-            _nnpack.place(m, nnpack_names[lay])
-        return m
-
-    # Stage 4, micro-batches (CPU): slices of the batch. They are tried on the fused and the
-    # plain model alike, as the two are often within noise whole; every candidate of stages 3
-    # and 4 races the model chosen so far, in turns.
-    pool = {best_name: best}
-    fused: dict[str, bool] = {}  # the fused candidates, with their layout
-    if use_onednn and (amp_dtype is None or cast_runs):
-        m = fused_copy(example.shape[0])
-        if _onednn.count_fused(m) or _nnpack.count(m):
-            if onednn is True:
-                pool = {}  # asked for: the plain model is no candidate
-            name = layout_name(key, layout) + ("_cast" if amp_dtype else "") + "_onednn"
-            pool[name] = wrap(m, layout, cast=amp_dtype is not None)
-            fused[name] = layout
-        # NNPACK takes NCHW only: where the plain model chose channels_last, the fused one in
-        # NCHW, 3x3 convs on NNPACK with no layout conversions, races too. VGG-16 is the case:
-        # its layouts are within noise on oneDNN, while its convs ran 1.1-1.6x faster on
-        # NNPACK from NCHW and 0.7-1.5x from NHWC (bench/nnpack_layers.py).
-        if use_nnpack and layout and channels_last == "auto":
-            m = fused_copy(example.shape[0], False)
-            if _nnpack.count(m):
-                pool[layout_name(key, False) + "_onednn"] = wrap(m, False)
-                fused[layout_name(key, False) + "_onednn"] = False
-    sizes = [m for m in (2, 4, 8) if m < example.shape[0]] \
-        if micro_batch == "auto" and device.type == "cpu" else []
-    if not ort_only:
-        for whole_name, whole in list(pool.items()):
-            for mb in sizes:
-                # Packed weights suit one input size: pack them again for the slice.
-                m = fused_copy(mb, fused[whole_name]) if whole_name in fused else whole.model
-                pool[f"{whole_name}_mb{mb}"] = InferenceModel(
-                    m, channels_last=whole.channels_last, amp_dtype=amp_dtype, cast=whole.cast,
-                    micro_batch=mb, report=report)
-    if len(pool) > 1:
-        best_name, best_ms = race_pick(pool)
-    else:
-        best_name = next(iter(pool))
-        best_ms = report.timings_ms.get(best_name)
-    best = pool[best_name]
-    # Stage 4b: the body's first pieces, up to where the maps are a quarter of the input's
-    # side, in slices of 1 or 2, the rest as just chosen; they race the model chosen so far.
-    early_at = _early_split(best, example) if micro_batch == "auto" and \
-        device.type == "cpu" and not ort_only else None
-    if early_at is not None:
-        contest = {best_name: best}
-        for rows in (1, 2):
-            if rows < (best.micro_batch or example.shape[0]):
-                contest[f"{best_name}_early{early_at}x{rows}"] = InferenceModel(
-                    best.model, channels_last=best.channels_last, amp_dtype=amp_dtype,
-                    cast=best.cast, micro_batch=best.micro_batch, early=(early_at, rows),
-                    report=report)
-        if len(contest) > 1:
-            best_name, best_ms = race_pick(contest)
-            best = contest[best_name]
-    if isinstance(micro_batch, int) and not ort_only:
-        # A size given: slice the chosen model, without measuring.
-        m = fused_copy(micro_batch, fused[best_name]) if best_name in fused else best.model
-        best = InferenceModel(m, channels_last=best.channels_last, amp_dtype=amp_dtype,
-                              cast=best.cast, micro_batch=micro_batch, report=report)
-        best_name, best_ms = f"{best_name}_mb{micro_batch}", None
-
-    # Stage 5, compile: always from the folded model, whose conv-bias-activation chains
-    # inductor fuses. Freezing (CPU only) lets inductor pre-pack weights for oneDNN, sound
-    # here since the weights are frozen.
-    if compile and not ort_only:
-        base = folded if not best.cast else copy.deepcopy(folded).to(amp_dtype)
-        _set_layout(base, layout)
-        options = {"freezing": True} if compile_backend == "inductor" and \
-            device.type == "cpu" else None
-        compiled = wrap(base, layout, cast=best.cast, runner=torch.compile(
-            base, backend=compile_backend, options=options))
-        if compile is True or measure(f"compiled_{compile_backend}", compiled) < baseline():
-            best, best_ms = compiled, report.timings_ms.get(f"compiled_{compile_backend}")
-            best_folded = bool(report.folded or report.preact)
-            report.compiled = compile_backend
-
-    # Stage 6, ONNX Runtime. Its arena reuses memory, but micro-batches still pay for the
-    # depthwise families, whose activations then stay in cache (mobilenet_v2 and
-    # efficientnet_b0 ~20% at batch 16 on 2 cores); one session serves every slice size.
-    # 'auto' races them against the model chosen so far, in turns.
-    if wants_ort:
-        from .onnxrt import OrtRunner
-        ref = example if example is not None else _example_input(folded, 1, device)
-        runner = OrtRunner(for_ort, example=ref[:1].contiguous(), device=device)
-        slices = [micro_batch] if isinstance(micro_batch, int) else [None, *sizes]
-        ort_pool = {"onnxruntime" + (f"_mb{mb}" if mb else ""):
-                    wrap(for_ort, False, runner=runner, micro_batch=mb) for mb in slices}
-        contest = ort_pool if ort_only else {**ort_pool, best_name: best}
-        name = race_pick(contest)[0] if len(contest) > 1 else next(iter(contest))
-        if name in ort_pool:
-            best, best_folded = ort_pool[name], bool(report.folded)
-            report.onnxruntime = True
-            report.preact = 0
-
-    report.channels_last = best.channels_last
-    report.micro_batch = best.micro_batch
-    report.early = getattr(best, "early", None)
-    report.onednn = _onednn.count_fused(best.model)
-    report.nnpack = _nnpack.count(best.model)
-    if not best_folded:
-        report.folded = report.preact = 0
-    report.amp = (f"{str(amp_dtype).removeprefix('torch.')} "
-                  f"{'weights cast' if best.cast else 'autocast'}") if amp_dtype else None
-    return best
+def onnxruntime_model(model: nn.Module, name: str = "the model") -> nn.Module:
+    """``model`` as ONNX Runtime runs it, behind the module interface ``predict`` and
+    ``evaluate`` call: BatchNorm folded, exported once, the batch whole. Nothing is timed: the
+    candidates ``optimize`` would race cost a command more than they save it. A model the
+    exporter or ONNX Runtime cannot take ends in one line saying so, like a missing package;
+    an error of another kind is a bug of ours and is shown as one."""
+    errors = ort_errors()
+    try:
+        fast = optimize(model, onnxruntime=True, micro_batch=None)
+        # Two images, once: an export that fixed the batch size, or an op ONNX Runtime cannot
+        # run, fails here, in one line, rather than later inside predict or eval.
+        cfg = getattr(model, "default_cfg", None)
+        fast(torch.zeros(2, *(cfg.input_size if cfg is not None else (3, 224, 224))))
+    except (RuntimeError, *errors) as exc:  # the exporter's are RuntimeErrors
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BackendUnavailable(f"onnxruntime cannot run {name}: {detail}") from exc
+    return fast

@@ -22,9 +22,9 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
-from ..layers.conv2d import Conv2d
-from ..layers.norm import BatchNorm2d, inference_affine
-from .fold import search_traced
+from .inplace import InplaceBatchNorm2d, inference_affine
+from .tracer import search_traced
+from .training import Conv2d
 
 
 class ClampPerChannel(nn.Module):
@@ -55,7 +55,7 @@ def _conv_ok(conv: nn.Module, channels: int) -> bool:
 
 
 def _bn_ok(bn: nn.Module) -> bool:
-    return ((_is_plain(bn, nn.BatchNorm2d) or _is_plain(bn, BatchNorm2d)) and not bn.training
+    return ((_is_plain(bn, nn.BatchNorm2d) or _is_plain(bn, InplaceBatchNorm2d)) and not bn.training
             and bn.running_mean is not None and bn.running_var is not None)
 
 

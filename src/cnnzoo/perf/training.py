@@ -1,9 +1,16 @@
-"""Stand-ins for ``nn.Conv2d`` that compute the same thing, faster somewhere on a CPU.
+"""Training at the peers' numbers, faster: ``for_training(model)`` swaps in three conv twins.
 
-Each keeps the convolution's parameters, state dict, hooks and ``isinstance(m, nn.Conv2d)``;
-tracers, diagrams and the perf passes treat them as the torch layer (``STAND_INS`` in
-``pool.py``, ``fold.py``, ``onednn.py``). Each takes its other path only where it measured
-faster and the result is the same up to the order of a sum; everywhere else it is torch's conv.
+Each twin is ``nn.Conv2d`` in every respect (parameters, state dict, hooks, ``isinstance``) and
+computes the same convolution; only where autograd records a float32 CPU conv does it take
+another path, whose result is the same up to the order of a sum. Inference, tracing, export and
+compilation run torch's own conv. :func:`for_training` also lays the model out NHWC on a CPU:
+oneDNN's forward and input-gradient kernels take NHWC as it stands and reorder NCHW on every
+call (a training step, batch 8 on 2 AVX2 cores, 1.07x over 11 models).
+
+Measured together, against timm's NCHW step (``bench/peers.py --train -b 16 --threads 2``, the
+2-core AVX-512 EPYC): resnet50 1.13, mobilenet_v2 1.47, mobilenet_v3_large 1.58,
+efficientnet_b0 1.53, densenet121 1.20, vgg16 1.14, inception_v3 1.22 (geometric mean 1.31).
+``cnnzoo train`` applies it unless given ``--plain``.
 """
 from __future__ import annotations
 
@@ -13,33 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .helpers import traced
-
-
-class PooledConv2d(nn.Conv2d):
-    """``nn.Conv2d(in, out, 1)`` that runs as a matrix product on a one-pixel map when it pays.
-
-    On a ``(N, C, 1, 1)`` input a 1x1 convolution is a linear layer, but oneDNN still sets up a
-    convolution for it, and its backward costs more again: an EfficientNet-B0 training step
-    (32 such convs) took 8-20% less time with them as GEMMs (batch 16, 2-core EPYC), a
-    MobileNetV3-Large step 19% less. So they are GEMMs wherever autograd records (training,
-    gradients in eval mode) and where ``optimize`` asks (``as_matmul``). Plain inference keeps
-    the convolution: that is what timm and torchvision run, and a GEMM sums in another order,
-    which over the 16 SE blocks of an SE-ResNet-50 moved the logits by 1.4e-5, past the 1e-5
-    to which imported weights match their peers.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, bias: bool = True, **kwargs):
-        super().__init__(in_channels, out_channels, 1, bias=bias, **kwargs)
-        self.as_matmul = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (not (self.as_matmul or torch.is_grad_enabled()) or x.dim() != 4
-                or x.shape[-2:] != (1, 1) or self.groups != 1 or self.padding_mode != "zeros"
-                or self.padding != (0, 0)):
-            return super().forward(x)
-        out = F.linear(x.flatten(1), self.weight.flatten(1), self.bias)
-        return out.view(*out.shape, 1, 1)
+from .gates import PooledConv2d, gate_convs
+from .tracer import PassLayer, swap_class, traced
 
 
 class _WeightGradIn(torch.autograd.Function):
@@ -85,9 +67,10 @@ def _layout_of_weight(weight: torch.Tensor) -> torch.memory_format:
 
 def _float32_cpu_conv(conv: nn.Conv2d, x) -> bool:
     """Whether ``conv(x)`` records a float32 CPU convolution the paths here may take over."""
-    return (torch.is_grad_enabled() and conv.weight.requires_grad
-            and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
-            and isinstance(x, torch.Tensor) and x.dim() == 4 and x.device.type == "cpu"
+    # An fx proxy first: a tracer records the plain conv, and asks nothing of the weight.
+    return (isinstance(x, torch.Tensor) and torch.is_grad_enabled()
+            and conv.weight.requires_grad and conv.padding_mode == "zeros"
+            and not isinstance(conv.padding, str) and x.dim() == 4 and x.device.type == "cpu"
             and x.dtype == conv.weight.dtype == torch.float32
             and not torch.is_autocast_enabled("cpu") and not traced())
 
@@ -100,10 +83,10 @@ def _slow_nhwc_weight_grad() -> bool:
         torch.backends.cpu.get_cpu_capability() == "AVX2"
 
 
-class Conv2d(nn.Conv2d):
+class Conv2d(PassLayer, nn.Conv2d):
     """A dense ``nn.Conv2d`` whose weight gradient, on an AVX2-only CPU, is computed in NCHW.
 
-    On a CPU the models run NHWC (``ZooNet.cpu_layout``), where oneDNN's forward and input
+    On a CPU :func:`for_training` runs the model NHWC, where oneDNN's forward and input
     gradient are its brgemm kernels and the faster ones. For the weight gradient of an NHWC
     conv, with AVX2 alone, it runs a direct kernel instead (``ONEDNN_VERBOSE=1``: jit:avx2),
     slow on large maps: on a 2-core EPYC, batch 8, each pair timed in turns (median of 7), 1.8x
@@ -132,7 +115,7 @@ class Conv2d(nn.Conv2d):
                                    self.dilation, self.groups, torch.contiguous_format)
 
 
-class DepthwiseConv2d(nn.Conv2d):
+class DepthwiseConv2d(PassLayer, nn.Conv2d):
     """A depthwise ``nn.Conv2d`` (one filter per channel) whose large kernels train faster.
 
     On a CPU, oneDNN's weight gradient of a depthwise 5x5 or 7x7 convolution over an NCHW map
@@ -140,9 +123,9 @@ class DepthwiseConv2d(nn.Conv2d):
     (16 shapes of MobileNetV3 and EfficientNet, batch 16, 2-core EPYC); an EfficientNet-B0
     training step took 1.3x less time, MobileNetV3-Large 1.2x. For 3x3 the NCHW kernel is the
     faster one (0.3-1.0x), so it stays. Only the weight gradient moves; the forward and the
-    input gradient are torch's. This path runs on NCHW inputs (``cpu_layout = None``: the
-    models' NHWC default is the fast layout already), in float32 without autocast, outside
-    tracing, export and compilation.
+    input gradient are torch's. This path runs on NCHW inputs (a model :func:`for_training`
+    put in NHWC has the fast layout already), in float32 without autocast, outside tracing,
+    export and compilation.
     """
 
     def _channels_last_grad(self, x: torch.Tensor) -> bool:
@@ -154,3 +137,42 @@ class DepthwiseConv2d(nn.Conv2d):
             return super().forward(x)
         return _WeightGradIn.apply(x, self.weight, self.bias, self.stride, self.padding,
                                    self.dilation, self.groups, torch.channels_last)
+
+
+def _twin(conv: nn.Conv2d, in_gate: bool) -> type[nn.Conv2d]:
+    if in_gate:
+        return PooledConv2d
+    if conv.groups == conv.in_channels == conv.out_channels > 1:
+        return DepthwiseConv2d
+    return Conv2d
+
+
+def uses_channels_last(model: nn.Module) -> bool:
+    """Whether :func:`for_training` lays ``model`` out NHWC: on a CPU, where its convs are wide
+    enough to gain (LeNet-5's 6 and 16 channels of 32x32 gain nothing)."""
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    device = next(model.parameters(), torch.empty(0)).device
+    return device.type == "cpu" and bool(convs) and max(c.out_channels for c in convs) >= 32
+
+
+def for_training(model: nn.Module, *, channels_last: bool | None = None) -> nn.Module:
+    """Swap, in place, every plain ``nn.Conv2d`` of ``model`` for its training twin; return it.
+
+    ``channels_last`` None lays the model out NHWC where :func:`uses_channels_last` says so;
+    True or False forces it. Parameters stay the same objects, so an optimiser built before
+    the call keeps working, and the state dict is unchanged. Call it again after moving the
+    model to another device only to change the layout: the twins decide per call.
+    """
+    gates = {id(conv) for conv in gate_convs(model)}
+    for m in model.modules():
+        if type(m) is nn.Conv2d:
+            swap_class(m, _twin(m, id(m) in gates))
+    if channels_last is None:
+        channels_last = uses_channels_last(model)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def count_twins(model: nn.Module) -> int:
+    return sum(isinstance(m, (Conv2d, DepthwiseConv2d, PooledConv2d)) for m in model.modules())

@@ -1,4 +1,4 @@
-"""Max and average pooling that run on oneDNN's kernels in CPU inference, where those are faster.
+"""``use_onednn_pooling(model)``: max and average pools on oneDNN's kernels in CPU inference.
 
 torch's CPU pooling for NCHW tensors walks every window element by element: a ResNet stem's
 3x3/2 max pool over a batch of 16 takes ~47 ms on two cores of an AVX-512 Xeon, where oneDNN's
@@ -9,25 +9,22 @@ in pieces small enough to stay in cache and in glibc's reused heap (a 16x64x112x
 for bit (checked over kernel, stride, padding and ceil_mode); oneDNN's max skips NaN where
 torch's propagates it. Only inference takes this path; training keeps torch's kernels (their
 backward needs the argmax indices), as do tracing, export and compilation, which must see the
-plain op. These classes are ``nn.MaxPool2d``/``nn.AvgPool2d`` in every other respect; tracers
-and diagrams treat them as the torch layers they stand for (``STAND_INS``, ``LayerTracer``).
+plain op. These classes are ``nn.MaxPool2d``/``nn.AvgPool2d`` in every other respect; perf's tracer
+keeps each one call. ``optimize`` applies the pass where :func:`onednn_pooling_pays`.
 """
 from __future__ import annotations
 
 import functools
 
 import torch
-import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from .conv2d import Conv2d, DepthwiseConv2d, PooledConv2d
-from .helpers import traced
-from .norm import BatchNorm2d
+from .tracer import PassLayer, swap_class, traced
 
 # Bytes of input per piece: a few images of a stem-sized activation, well inside L2+L3 and
 # under glibc's default 32 MiB mmap ceiling, so each piece reuses memory instead of faulting
-# in pages even where the heap is not kept (perf/memory.py).
+# in pages even where the heap is not kept (memory.py).
 _PIECE_BYTES = 16 << 20
 
 
@@ -41,10 +38,12 @@ def onednn_pooling_pays() -> bool:
     pool took 62 ms in torch and 94 ms through oneDNN, Inception's 3x3 average pool 27 and
     49 ms. There torch's kernel stays; the results are the same either way.
     """
+    # The public capability first; torch's private probe only where that API is missing.
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", None)
+    if capability is not None:
+        return capability().startswith("AVX512")
     check = getattr(torch.cpu, "_is_avx512_supported", None)
-    if check is not None:
-        return bool(check())
-    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    return bool(check()) if check is not None else False
 
 
 def _fast_path(x: torch.Tensor) -> bool:
@@ -56,7 +55,17 @@ def _fast_path(x: torch.Tensor) -> bool:
             and x.is_contiguous() and x.numel() > 0
             and not (x.requires_grad and torch.is_grad_enabled())
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-            and onednn_pooling_pays())
+            and _has_onednn_ops() and onednn_pooling_pays())
+
+
+def available() -> bool:
+    """Whether the pass pays here: oneDNN's entry points exist and its pooling kernel is fast."""
+    return torch.backends.mkldnn.is_available() and _has_onednn_ops() and onednn_pooling_pays()
+
+
+def _has_onednn_ops() -> bool:
+    # torch's private oneDNN entry points: a build without them keeps torch's own pooling.
+    return hasattr(torch, "mkldnn_max_pool2d") and hasattr(torch.Tensor, "to_mkldnn")
 
 
 def _in_pieces(x: torch.Tensor, pool) -> torch.Tensor:
@@ -70,7 +79,7 @@ def _pair(v) -> list[int]:
     return list(v) if isinstance(v, (tuple, list)) else [v, v]
 
 
-class MaxPool2d(nn.MaxPool2d):
+class OneDnnMaxPool2d(PassLayer, nn.MaxPool2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # oneDNN's max pool has no dilation.
         if (self.return_indices or _pair(self.dilation) != [1, 1]
@@ -82,7 +91,7 @@ class MaxPool2d(nn.MaxPool2d):
             t, kernel, stride, padding, [1, 1], self.ceil_mode))
 
 
-class AvgPool2d(nn.AvgPool2d):
+class OneDnnAvgPool2d(PassLayer, nn.AvgPool2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # A ceil-mode window hanging past the padding: torch divides by the part inside the
         # padded input, oneDNN by the whole window.
@@ -95,12 +104,20 @@ class AvgPool2d(nn.AvgPool2d):
             t, kernel, stride, padding, self.ceil_mode, self.count_include_pad))
 
 
-# Layers that compute what the torch layer they subclass computes, only faster somewhere.
-STAND_INS = (MaxPool2d, AvgPool2d, BatchNorm2d, Conv2d, PooledConv2d, DepthwiseConv2d)
+_TWINS = {nn.MaxPool2d: OneDnnMaxPool2d, nn.AvgPool2d: OneDnnAvgPool2d}
 
 
-class LayerTracer(fx.Tracer):
-    """torch.fx's tracer, with the layers above kept whole like the torch layers they replace."""
+def use_onednn_pooling(model: nn.Module) -> int:
+    """Swap, in place, every plain ``nn.MaxPool2d``/``nn.AvgPool2d`` for its oneDNN twin; return
+    how many. Changes nothing for finite inputs; a NaN in a max pool's window is skipped."""
+    count = 0
+    for m in model.modules():
+        twin = _TWINS.get(type(m))
+        if twin is not None:
+            swap_class(m, twin)
+            count += 1
+    return count
 
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, STAND_INS) or super().is_leaf_module(m, qualname)
+
+def count_pools(model: nn.Module) -> int:
+    return sum(isinstance(m, (OneDnnMaxPool2d, OneDnnAvgPool2d)) for m in model.modules())

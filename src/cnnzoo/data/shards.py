@@ -308,3 +308,30 @@ def _samples(path: str, first: int, take: int):
                 return
             if i >= first:
                 yield sample
+
+
+_AS_IS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp"}
+
+
+def write_shards(samples: list[tuple[str, int]], out: Path, prefix: str, *, per_shard: int,
+                 seed: int = 0) -> list[Path]:
+    """Write ``samples`` (file, class index) as ``OUT/PREFIX-0000.tar ...``, in a seeded order so
+    that every shard mixes the classes (shards are read in order). JPEG, PNG and WebP files go in
+    as they are; other formats are converted to PNG."""
+    from webdataset import ShardWriter
+
+    order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed)).tolist()
+    written = []
+    with ShardWriter(str(out / f"{prefix}-%04d.tar"), maxcount=per_shard, verbose=0,
+                     encoder=False, post=lambda name: written.append(Path(name))) as sink:
+        for n, i in enumerate(order):
+            file, label = samples[i]
+            ext = _AS_IS.get(Path(file).suffix.lower())
+            if ext is None:
+                buf = io.BytesIO()
+                open_image(file).save(buf, format="PNG")
+                data, ext = buf.getvalue(), "png"
+            else:
+                data = Path(file).read_bytes()
+            sink.write({"__key__": f"{n:08d}", ext: data, "cls": str(label).encode()})
+    return written

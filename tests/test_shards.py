@@ -142,6 +142,14 @@ def test_a_class_index_out_of_range_names_the_sample(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_held_out_shards_of_a_single_class_are_fine(tmp_path, capsys):
+    spec = _numbered_shards(tmp_path / "shards")
+    val = _numbered_shards(tmp_path / "val", sizes=[4], cls=lambda i: 0)
+    assert main(["train", "lenet5", "--data", spec, "--val-data", val, "-o",
+                 str(tmp_path / "run"), *FAST]) == 0
+    assert "top-1 on 4 images" in capsys.readouterr().out
+
+
 def test_shards_without_held_out_data_ask_for_val_data(tmp_path, capsys):
     spec = _numbered_shards(tmp_path / "shards")
     assert main(["train", "lenet5", "--data", spec, "-o", str(tmp_path / "run"), *FAST]) == 2

@@ -51,13 +51,13 @@ def _dataset(args, config: dict | None, model):
     if data is None:
         raise CnnzooError("--data is needed with a bare weights file")
 
-    def load(spec):
+    def load(spec, held_out=False):
         return load_source(spec, root=args.data_root or train_cfg.get("data_root"),
-                           download=args.download)
+                           download=args.download, held_out=held_out)
 
     val_data = train_cfg.get("val_data") if args.data is None and args.split != "test" else None
     if val_data:
-        source = load(val_data)
+        source = load(val_data, held_out=True)
         tf = build_transform(model.default_cfg, train=False, kind=source.kind)
         held = held_out_set(source, config["classes"])
         source.classes = config["classes"]

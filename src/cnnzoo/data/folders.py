@@ -102,7 +102,7 @@ def _split_folders(path: Path) -> dict[str, Path] | None:
     return found
 
 
-def _classes_of(path: Path) -> tuple[list[str], dict[Path, list[str]]]:
+def _classes_of(path: Path, min_classes: int = 2) -> tuple[list[str], dict[Path, list[str]]]:
     """Class names and files of a training folder, or one clear error."""
     class_dirs = _class_dirs(path)
     if not class_dirs:
@@ -114,7 +114,7 @@ def _classes_of(path: Path) -> tuple[list[str], dict[Path, list[str]]]:
         raise DataError(f"{shown(path)} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     if empty:
         raise DataError(f"class folder(s) without images in {shown(path)}: {', '.join(empty[:5])}")
-    if len(class_dirs) < 2:
+    if len(class_dirs) < min_classes:
         raise DataError(f"{shown(path)} holds a single class ({shown(class_dirs[0].name)}); "
                         f"classification needs at least two class folders")
     return [shown(d.name) for d in class_dirs], found
@@ -156,12 +156,12 @@ def unusable_classes(classes: list[str], labels: list[int], bad_labels: list[int
     return [classes[c] for c, n in total.items() if n and bad[c] >= n]
 
 
-def image_folder(path: Path, *, check: bool = False, workers: int = 1):
+def image_folder(path: Path, *, check: bool = False, workers: int = 1, min_classes: int = 2):
     """A :class:`~cnnzoo.data.sources.DataSource` of a folder in any of the layouts above."""
     from .sources import DataSource
 
     splits = _split_folders(path) or {"train": path}
-    classes, found = _classes_of(splits["train"])
+    classes, found = _classes_of(splits["train"], min_classes)
     train = [(f, label) for label, files in enumerate(found.values()) for f in files]
     held = {name: _held_out(splits[name], splits["train"], classes)
             for name in ("val", "test") if name in splits}

@@ -134,7 +134,7 @@ def _count(info: ShardInfo, path: Path, key: str, sample: dict, tar: tarfile.Tar
         info.highest = (cls, key)
 
 
-def shard_source(spec: str, *, skip_bad: bool = False):
+def shard_source(spec: str, *, skip_bad: bool = False, min_classes: int = 2):
     """A :class:`~cnnzoo.data.sources.DataSource` of shards, checked as the module note says."""
     from .sources import DataSource
 
@@ -167,7 +167,7 @@ def shard_source(spec: str, *, skip_bad: bool = False):
                             f"(0..{len(classes) - 1})")
     else:
         classes = [str(c) for c in range(high[0] + 1)]
-    if len(classes) < 2:
+    if len(classes) < min_classes:
         raise DataError(f"{shown(spec)} holds a single class; classification needs at least two")
     stream = ShardSet([(s.path, s.samples) for s in shards], classes)
     stream.skip_bad = skip_bad

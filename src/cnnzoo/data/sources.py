@@ -66,10 +66,11 @@ class ArrayDataset(Dataset):
 
 
 def load_source(spec: str, *, root: str | os.PathLike | None = None, download: bool = False,
-                check_images: bool = False, workers: int = 1,
-                skip_bad_shards: bool = False) -> DataSource:
+                check_images: bool = False, workers: int = 1, skip_bad_shards: bool = False,
+                held_out: bool = False) -> DataSource:
     """Resolve DATA: a known name, WebDataset shards (a pattern or a folder of ``.tar``), a folder
-    of IDX files or an image folder (``folders.py``: class folders, or split folders of them)."""
+    of IDX files or an image folder (``folders.py``: class folders, or split folders of them).
+    ``held_out``: only scored (``--val-data``), so a single class is fine."""
     from .shards import is_shards, shard_source
 
     if spec == "digits":
@@ -77,7 +78,7 @@ def load_source(spec: str, *, root: str | os.PathLike | None = None, download: b
     if spec in TORCHVISION_SETS:
         return _torchvision(spec, Path(root or default_root()), download)
     if is_shards(spec):
-        return shard_source(spec, skip_bad=skip_bad_shards)
+        return shard_source(spec, skip_bad=skip_bad_shards, min_classes=1 if held_out else 2)
     path = Path(spec).expanduser()
     if not path.exists():
         raise DataError(f"no dataset named {spec!r} and no such path; use a path or one of: "
@@ -87,7 +88,8 @@ def load_source(spec: str, *, root: str | os.PathLike | None = None, download: b
                         f"files), .tar shards, or one of: {', '.join(NAMES)}")
     if list(path.glob("*-images-idx3-ubyte*")):
         return _idx_folder(path)
-    return image_folder(path, check=check_images, workers=workers)
+    return image_folder(path, check=check_images, workers=workers,
+                        min_classes=1 if held_out else 2)
 
 
 def default_root() -> Path:

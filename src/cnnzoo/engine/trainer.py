@@ -128,14 +128,14 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         torch.manual_seed(cfg.seed)
 
-        def load(spec: str):
+        def load(spec: str, held_out: bool = False):
             return load_source(spec, root=cfg.data_root, download=cfg.download,
                                check_images=cfg.check_images,
                                workers=cfg.workers or default_workers(),
-                               skip_bad_shards=cfg.skip_bad_shards)
+                               skip_bad_shards=cfg.skip_bad_shards, held_out=held_out)
 
         self.source = load(cfg.data)
-        self.val_source = load(cfg.val_data) if cfg.val_data else None
+        self.val_source = load(cfg.val_data, held_out=True) if cfg.val_data else None
         if cfg.workers is None:  # resolved once and recorded: a resumed run reads as this one
             cfg.workers = default_workers() if self.source.kind == "photo" else 0
         for src in filter(None, (self.source, self.val_source)):
@@ -338,8 +338,8 @@ class Trainer:
         for side in found:
             self.skipped[side].update(found[side])
         labels_of = getattr(self.split.train, "file_labels", None)
-        train = labels_of() if labels_of is not None else None
-        if train is not None:
+        if labels_of is not None and (self.skipped["train"] or self.skipped["val"]):
+            train = labels_of()
             classes = self.source.classes
             bad = [label for _, label in self.skipped["train"].values()]
             unusable = unusable_classes(classes, train, bad)

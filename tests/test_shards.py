@@ -22,7 +22,7 @@ FAST = ["--epochs", "1", "-b", "8", "--no-augment", "--threads", "1", "--workers
 SIZES = [10, 7, 9, 5, 6]  # 37 samples in shards of uneven size
 
 
-def _numbered_shards(folder, sizes=SIZES, cls=lambda i: i % 3):
+def _numbered_shards(folder, sizes=SIZES, cls=lambda i: i % 3, bad=()):
     """Shards whose sample i is a 2x2 PNG holding i in its pixels: a test can tell them apart."""
     from webdataset import TarWriter
 
@@ -34,7 +34,8 @@ def _numbered_shards(folder, sizes=SIZES, cls=lambda i: i % 3):
                 buf = io.BytesIO()
                 Image.fromarray(np.full((2, 2, 3), (i % 256, i // 256, 0), np.uint8)).save(
                     buf, format="PNG")
-                sink.write({"__key__": f"s{i:05d}", "png": buf.getvalue(),
+                png = b"not a png" if i in bad else buf.getvalue()
+                sink.write({"__key__": f"s{i:05d}", "png": png,
                             "cls": str(cls(i)).encode()})
                 i += 1
     return f"{folder}/part-{{0000..{len(sizes) - 1:04d}}}.tar"
@@ -83,6 +84,33 @@ def test_a_resumed_epoch_reads_exactly_the_batches_not_yet_trained_on(tmp_path, 
     resumed = _batches(spec, rank=1, world=2, train=True, epoch=3, workers=2, batch=3,
                        start_step=start_step)
     assert resumed == full[start_step:]
+
+
+def test_unreadable_samples_keep_training_batches_full_and_are_left_out_of_scoring(tmp_path):
+    from cnnzoo.errors import DataError
+
+    bad = {0, 1, 17, 36}  # the first two of a shard, one inside, the very last
+    spec = _numbered_shards(tmp_path / "shards", bad=bad)
+    ds = load_source(spec).train
+    for train in (True, False):
+        loader = make_loader(ds.transformed(_number, train=train), batch_size=4, train=train,
+                             seed=0, workers=2)
+        loader.set_epoch(1)
+        seen = [i for x, _ in loader for i in x.tolist()]
+        assert sorted(f.split(":")[-1] for f in loader.skipped) == [
+            f"s{i:05d}" for i in sorted(bad)]
+        assert not set(seen) & bad
+        if train:  # each unreadable sample stood in for by a readable one: 37 items
+            assert len(seen) == 37 and set(seen) == set(range(37)) - bad
+        else:
+            assert sorted(seen) == sorted(set(range(37)) - bad)
+    # A shard damaged after the start is named where it is read.
+    loader = make_loader(ds.transformed(_number, train=False), batch_size=4, train=False, seed=0)
+    path = tmp_path / "shards" / "part-0003.tar"
+    path.write_bytes(path.read_bytes()[:1500])
+    with pytest.raises(DataError, match="part-0003.tar cannot be read") as err:
+        list(loader)
+    assert "\n" not in str(err.value)
 
 
 def test_shards_written_from_a_folder_train_and_score_every_held_out_sample(tmp_path, capsys):

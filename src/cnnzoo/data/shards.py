@@ -257,43 +257,59 @@ class ShardSet(IterableDataset):
         return (self.rank + 1) * total // self.world - self.rank * total // self.world
 
     def __iter__(self):
-        from .loaders import apply_seeded, sample_seed
-
         info = get_worker_info()
         worker = info.id if info is not None else 0
         pieces = plan([n for _, n in self.shards], epoch=self.epoch, seed=self.seed,
                       rank=self.rank, world=self.world, workers=self.workers, batch=self.batch,
                       train=self.train, start_step=self.start_step)[worker]
-        last_good = None
+        # In training an unreadable sample's place goes to the next readable one, as in image
+        # folders: every batch keeps its size, and which sample stands in depends on what
+        # follows only, so a resumed epoch substitutes as the uninterrupted one did.
+        waiting: list[tuple[int, list]] = []
+        last = None
+        for position, image, label, notes in self._read(pieces):
+            if image is None and self.train and notes and notes[0][0] == "skip":
+                waiting.append((position, notes))
+            elif image is None:
+                yield None, -1, notes
+            elif not self.train:
+                yield self.transform(image), label, notes
+            else:
+                for at, waited in waiting:
+                    yield self._augment(image, at), label, waited
+                waiting, last = [], (image, label)
+                yield self._augment(image, position), label, notes
+        for at, waited in waiting:  # nothing readable after them in this worker's share
+            yield (self._augment(last[0], at), last[1], waited) if last else (None, -1, waited)
+
+    def _augment(self, image, position: int):
+        from .loaders import apply_seeded, sample_seed
+
+        return apply_seeded(self.transform, image, sample_seed(self.seed, self.epoch, position))
+
+    def _read(self, pieces):
+        """``(stream position, image or None, label, notes)`` of the samples in ``pieces``."""
         for shard, first, take, position in pieces:
             path = self.shards[shard][0]
             try:
                 for i, sample in enumerate(_samples(path, first, take)):
-                    notes = []
                     label = int(sample["cls"])
                     label = self.mapping[label] if self.mapping else label
                     try:
                         image = open_image(io.BytesIO(sample[_image(sample)]))
                     except BadImage as exc:
                         name = f"{shown(path)}:{sample['__key__']}"
-                        notes.append(("skip", name, exc.reason, label))
-                        if not self.train or last_good is None:
-                            yield None, -1, notes
-                            continue
-                        image, label = last_good  # keeps the batch, as folders substitute
-                    if self.train:
-                        last_good = (image, label)
-                        key = sample_seed(self.seed, self.epoch, position + i)
-                        yield apply_seeded(self.transform, image, key), label, notes
-                    else:
-                        yield self.transform(image), label, notes
+                        yield position + i, None, label, [("skip", name, exc.reason, label)]
+                        continue
+                    yield position + i, image, label, []
             except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
                 reason = str(exc).split(" @ ")[0] or type(exc).__name__
                 if not self.skip_bad:
-                    yield None, -1, [("error", f"shard {shown(path)} cannot be read ({reason}); "
-                                               f"fix or remove it, or pass --skip-bad-shards")]
+                    yield 0, None, -1, [("error", f"shard {shown(path)} cannot be read "
+                                                  f"({reason}); fix or remove it, or pass "
+                                                  f"--skip-bad-shards")]
                     return
-                yield None, -1, [("bad shard", shown(path), reason)]
+                yield 0, None, -1, [("bad shard", shown(path), reason)]
 
 
 def _samples(path: str, first: int, take: int):

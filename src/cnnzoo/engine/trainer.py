@@ -143,6 +143,7 @@ class Trainer:
             self._report("bad shard(s)", src.spec, src.bad_shards)
         # file -> (reason, label) of images found unreadable while training and validating
         self.skipped: dict[str, dict[str, tuple[str, int]]] = {"train": {}, "val": {}}
+        self.bad_shards_read: set[str] = set()
         # A resumed run takes every weight from its checkpoint, not from --pretrained again.
         self.model, notes = build_model(cfg, self.source.num_classes, load_pretrained=not resume)
         for note in notes:
@@ -352,6 +353,11 @@ class Trainer:
                 raise DataError(f"no readable image in class folder(s) {', '.join(unusable[:5])} "
                                 f"of {self.source.spec} ({len(self.skipped['train'])} unreadable, "
                                 f"e.g. {example[0]}: {example[1][0]})")
+        for loader in (self.train_loader, self.val_loader):  # damaged after the start
+            for shard, reason in loader.bad_shards.items():
+                if shard not in self.bad_shards_read:
+                    self.bad_shards_read.add(shard)
+                    self.log(f"skipped bad shard {shard} ({reason}) while reading it")
         if new and self.dist.is_main:
             listed = self.all_skipped()
             self._report("unreadable image(s)", self.cfg.data, listed, rd.SKIPPED)
@@ -467,8 +473,8 @@ def write_run_header(trainer: Trainer) -> None:
         "input_size": list(trainer.model.default_cfg.input_size), "world_size": trainer.dist.world,
         "train_images": len(trainer.split.train), "val_images": len(trainer.split.val),
         "skipped_images": [{"file": f, "reason": r} for f, r in trainer.all_skipped()],
-        "skipped_shards": [{"shard": f, "reason": r} for src in (src, trainer.val_source)
-                           if src is not None for f, r in src.bad_shards]})
+        "skipped_shards": [{"shard": f, "reason": r} for source in (src, trainer.val_source)
+                           if source is not None for f, r in source.bad_shards]})
     if trainer.split.val_indices is not None:
         rd.write_json(trainer.run / rd.SPLIT, trainer.split.record())
 

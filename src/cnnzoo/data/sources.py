@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .folders import IMAGE_SUFFIXES, ImageFiles, image_folder
+from .folders import ImageFiles, image_folder
 
 # name -> (torchvision class name, kind of images, the keyword that picks a split)
 TORCHVISION_SETS = {

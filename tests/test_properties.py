@@ -158,7 +158,7 @@ def test_data_loader_yields_model_inputs_or_one_data_error(places, files):
             (Path(root) / cls).mkdir(exist_ok=True)
             (Path(root) / cls / f"{i}{suffix}").write_bytes(raw)
         try:
-            source = load_source(root)
+            source = load_source(root, check_images=True)
         except DataError as exc:
             assert "\n" not in str(exc)
             return

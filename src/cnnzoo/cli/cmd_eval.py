@@ -20,6 +20,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True,
                    help="a run folder, its checkpoint, or a .safetensors/.pth file")
     p.add_argument("--data", help="dataset (default: the run's, scoring its held-out images)")
+    p.add_argument("--split", choices=("held-out", "test"), default="held-out",
+                   help="held-out: the run's held-out images (its split, val/ folder or "
+                        "--val-data), or DATA's own held-out split; test: DATA's test/ folder")
     p.add_argument("--data-root")
     p.add_argument("--download", action="store_true")
     p.add_argument("--img-size", type=positive_int, help="input side, for a bare weights file")
@@ -39,23 +42,39 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def _dataset(args, config: dict | None, model):
-    """The images to score: the run's held-out split when DATA is the run's own data."""
-    from ..data import TransformedSubset, build_transform, load_source
+    """The images to score: the run's held-out images when DATA is the run's own data."""
+    from ..data import build_transform, eval_view, held_out_set, load_source
     from ..engine.run_dir import read_split
 
     train_cfg = (config or {}).get("train", {})
     data = args.data or train_cfg.get("data")
     if data is None:
         raise CnnzooError("--data is needed with a bare weights file")
-    source = load_source(data, root=args.data_root or train_cfg.get("data_root"),
-                         download=args.download)
+
+    def load(spec, held_out=False):
+        return load_source(spec, root=args.data_root or train_cfg.get("data_root"),
+                           download=args.download, held_out=held_out)
+
+    val_data = train_cfg.get("val_data") if args.data is None and args.split != "test" else None
+    if val_data:
+        source = load(val_data, held_out=True)
+        tf = build_transform(model.default_cfg, train=False, kind=source.kind)
+        held = held_out_set(source, config["classes"])
+        source.classes = config["classes"]
+        return source, eval_view(held, None, tf), "held-out images of the run (--val-data)"
+    source = load(data)
     tf = build_transform(model.default_cfg, train=False, kind=source.kind)
+    if args.split == "test":
+        if source.test is None:
+            raise CnnzooError(f"{source.spec} has no test/ folder of class folders to score")
+        return source, eval_view(source.test, None, tf), "test/ folder"
     split = read_split(Path(args.run)) if args.run and data == train_cfg.get("data") else None
     if split is not None:
-        return source, TransformedSubset(source.train, split, tf), "held-out split of the run"
+        return source, eval_view(source.train, split, tf), "held-out split of the run"
     if source.val is not None:
-        return source, TransformedSubset(source.val, None, tf), "test split"
-    return source, TransformedSubset(source.train, None, tf), "all images"
+        name = f"{source.val_name}/ folder" if source.val_name else "test split"
+        return source, eval_view(source.val, None, tf), name
+    return source, eval_view(source.train, None, tf), "all images"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
                                             f"top-1 {result.top1:.2f}%")
     per_class = dict(zip(names, result.per_class))
     skipped = [{"file": f, "reason": r} for f, r in source.skipped]
+    skipped += [{"file": f, "reason": r} for f, (r, _) in loader.skipped.items()]
     if args.json:
         print(json.dumps({"top1": result.top1, "top5": result.top5, "loss": result.loss,
                           "images": result.count, "per_class": per_class,

@@ -25,7 +25,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", help="registered model name (`cnnzoo list`)")
     p.add_argument("--data", default=None,
                    help="digits (default, offline), mnist, fashion-mnist, cifar10, cifar100, "
-                        "flowers102, a folder of class sub-folders, or a folder of MNIST IDX files")
+                        "flowers102, a folder of class sub-folders (or of train/ and val/ or "
+                        "test/ folders of them), a folder of MNIST IDX files, or WebDataset "
+                        "shards ('train-{0000..0146}.tar' or a folder of .tar)")
+    p.add_argument("--val-data", metavar="SOURCE",
+                   help="score held-out images from SOURCE (any kind of DATA; its own held-out "
+                        "split where it has one, else all of it)")
     p.add_argument("--data-root", help="where torchvision datasets live (default "
                                        "~/.cache/cnnzoo/data or $CNNZOO_DATA)")
     p.add_argument("--download", action="store_true", help="download a torchvision dataset")
@@ -53,7 +58,14 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--img-size", type=int, help="input side (default: the model's)")
     g.add_argument("--in-chans", type=int, help="input channels (default: the model's)")
     g.add_argument("--no-augment", dest="augment", action="store_false", default=None)
-    g.add_argument("--workers", type=int, help="data loading processes (default 0)")
+    g.add_argument("--workers", type=int,
+                   help="data loading processes (default: min(cores, 8) for photos and shards, "
+                        "0 for in-memory digits)")
+    g.add_argument("--check-images", action="store_true", default=None,
+                   help="decode every image before training, in parallel, and leave out those "
+                        "that fail (by default they are found, skipped and named as they are read)")
+    g.add_argument("--skip-bad-shards", action="store_true", default=None,
+                   help="skip and count truncated or corrupt shards instead of stopping")
     g.add_argument("--limit-batches", type=int, help="train on N batches per epoch (smoke runs)")
     g.add_argument("--save-every", type=int, metavar="STEPS",
                    help="also checkpoint every STEPS steps inside an epoch (default: epoch ends "
@@ -106,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         stored = require_run(run_dir)["train"]
         if args.model and args.model != stored["model"]:
             raise CnnzooError(f"{run_dir} trains {stored['model']}, not {args.model}")
-        changed = [f for f in ("data", "lr", "opt", "batch_size", "seed", "sched")
+        changed = [f for f in ("data", "val_data", "lr", "opt", "batch_size", "seed", "sched")
                    if getattr(args, f, None) is not None and getattr(args, f) != stored.get(f)]
         if changed:
             raise CnnzooError(f"--resume continues the run as configured; drop "

@@ -29,6 +29,8 @@ class BadImage(DataError):
 def shown(path) -> str:
     """A path as text that prints anywhere: bytes a file system holds that are not UTF-8
     (kept by Python as surrogates) come out as backslash escapes instead of an encoding error."""
+    if not isinstance(path, (str, bytes, os.PathLike)):  # an image read from memory (a shard)
+        return "image in memory"
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
@@ -88,7 +90,8 @@ def open_image(path: str | os.PathLike, keep_grey: bool = False):
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, MemoryError,
             TypeError, IndexError, KeyError, ZeroDivisionError) as exc:
         # Decoders of damaged files raise all of these; none of them is our bug.
-        if isinstance(exc, OSError) and not Path(path).is_file():
+        if (isinstance(exc, OSError) and isinstance(path, (str, os.PathLike))
+                and not Path(path).is_file()):
             raise BadImage(path, "not a readable file") from None
         raise BadImage(path, _reason(exc) or "damaged file") from None
 

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .images import check_image, open_image, shown
+from .folders import ImageFiles, image_folder
 
 # name -> (torchvision class name, kind of images, the keyword that picks a split)
 TORCHVISION_SETS = {
@@ -29,7 +29,6 @@ TORCHVISION_SETS = {
     "flowers102": ("Flowers102", "photo"),
 }
 NAMES = ("digits", *TORCHVISION_SETS)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
 @dataclass
@@ -42,8 +41,11 @@ class DataSource:
     train: Dataset
     val: Dataset | None
     channels: int  # channels of the raw images: 1 or 3
-    # (file, reason) of every image left out because it could not be decoded
+    # (file, reason) of every image found unreadable before training (--check-images)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    test: Dataset | None = None  # a test split besides the held-out one (ROOT/test)
+    val_name: str = ""  # what the held-out split is called in messages ('val', 'test')
+    bad_shards: list[tuple[str, str]] = field(default_factory=list)  # (shard, reason) skipped
 
     @property
     def num_classes(self) -> int:
@@ -63,23 +65,31 @@ class ArrayDataset(Dataset):
         return self.images[i], int(self.labels[i])
 
 
-def load_source(spec: str, *, root: str | os.PathLike | None = None,
-                download: bool = False) -> DataSource:
-    """Resolve DATA: a known name, a folder of IDX files or an image folder with class folders."""
+def load_source(spec: str, *, root: str | os.PathLike | None = None, download: bool = False,
+                check_images: bool = False, workers: int = 1, skip_bad_shards: bool = False,
+                held_out: bool = False) -> DataSource:
+    """Resolve DATA: a known name, WebDataset shards (a pattern or a folder of ``.tar``), a folder
+    of IDX files or an image folder (``folders.py``: class folders, or split folders of them).
+    ``held_out``: only scored (``--val-data``), so a single class is fine."""
+    from .shards import is_shards, shard_source
+
     if spec == "digits":
         return _digits()
     if spec in TORCHVISION_SETS:
         return _torchvision(spec, Path(root or default_root()), download)
+    if is_shards(spec):
+        return shard_source(spec, skip_bad=skip_bad_shards, min_classes=1 if held_out else 2)
     path = Path(spec).expanduser()
     if not path.exists():
         raise DataError(f"no dataset named {spec!r} and no such path; use a path or one of: "
                         f"{', '.join(NAMES)}")
     if not path.is_dir():
         raise DataError(f"{path} is a file; DATA must be a folder (class sub-folders or MNIST IDX "
-                        f"files) or one of: {', '.join(NAMES)}")
+                        f"files), .tar shards, or one of: {', '.join(NAMES)}")
     if list(path.glob("*-images-idx3-ubyte*")):
         return _idx_folder(path)
-    return _image_folder(path)
+    return image_folder(path, check=check_images, workers=workers,
+                        min_classes=1 if held_out else 2)
 
 
 def default_root() -> Path:
@@ -142,84 +152,6 @@ def _idx_folder(path: Path) -> DataSource:
     return DataSource(str(path), "digits", [str(c) for c in range(num_classes)], train, val, 1)
 
 
-class ImageFiles(Dataset):
-    """``(image, class index)`` of files already checked to decode (``images.check_image``)."""
-
-    def __init__(self, samples: list[tuple[str, int]], classes: list[str]):
-        self.samples, self.classes = samples, classes
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int):
-        file, label = self.samples[i]
-        return open_image(file), label
-
-
-def _image_files(folder: Path, root: Path) -> list[str]:
-    """Image files under ``folder``, sorted, following symbolic links but never into a folder
-    already walked (a link to a parent would otherwise repeat every image dozens of times)."""
-    def key(p) -> tuple[int, int] | None:
-        try:
-            st = os.stat(p)
-        except OSError:
-            return None
-        return st.st_dev, st.st_ino
-
-    seen = {key(root)}
-    files = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        k = key(dirpath)
-        if k is None or k in seen:
-            dirnames[:] = []
-            continue
-        seen.add(k)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files += [os.path.join(dirpath, f) for f in sorted(filenames)
-                  if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith(".")]
-    return files
-
-
-def _image_folder(path: Path) -> DataSource:
-    """One class per sub-folder. Every file is decoded once here: one that cannot be (empty,
-    truncated, not an image, a decompression bomb) is skipped and listed in ``skipped``, so
-    training reports it instead of failing mid-epoch; a class left without images is an error."""
-    root_key = os.stat(path)
-    class_dirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")
-                        and not os.path.samestat(os.stat(d), root_key))
-    if not class_dirs:
-        raise DataError(f"{shown(path)} has no class sub-folders (expected one folder per class "
-                        f"holding its images, or MNIST IDX files)")
-    found = {d: _image_files(d, path) for d in class_dirs}
-    empty = [shown(d.name) for d, files in found.items() if not files]
-    if not any(found.values()):
-        raise DataError(f"{shown(path)} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    if empty:
-        raise DataError(f"class folder(s) without images in {shown(path)}: {', '.join(empty[:5])}")
-    if len(class_dirs) < 2:
-        raise DataError(f"{shown(path)} holds a single class ({shown(class_dirs[0].name)}); "
-                        f"classification needs at least two class folders")
-    samples, skipped, unusable = [], [], []
-    for label, (d, files) in enumerate(found.items()):
-        good = 0
-        for file in files:
-            reason = check_image(file)
-            if reason is None:
-                samples.append((file, label))
-                good += 1
-            else:
-                skipped.append((shown(file), reason))
-        if not good:
-            unusable.append(shown(d.name))
-    if unusable:
-        raise DataError(f"no readable image in class folder(s) {', '.join(unusable[:5])} of "
-                        f"{shown(path)} ({len(skipped)} unreadable, e.g. {skipped[0][0]}: "
-                        f"{skipped[0][1]})")
-    classes = [shown(d.name) for d in class_dirs]
-    return DataSource(shown(path), "photo", classes, ImageFiles(samples, classes), None,
-                      channels=3, skipped=skipped)
-
-
 def _torchvision(name: str, root: Path, download: bool) -> DataSource:
     import torchvision.datasets as tvd
 
@@ -242,3 +174,43 @@ def _torchvision(name: str, root: Path, download: bool) -> DataSource:
     else:
         classes = [str(c).split(" - ")[-1] for c in train.classes]
     return DataSource(name, kind, classes, train, val, channels=1 if kind == "digits" else 3)
+
+
+class Relabeled(Dataset):
+    def __init__(self, base: Dataset, mapping: list[int]):
+        self.base, self.mapping = base, mapping
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        image, label = self.base[i]
+        return image, self.mapping[label]
+
+
+def held_out_set(source: DataSource, classes: list[str]) -> Dataset:
+    """The held-out images of ``--val-data``'s source (its own held-out split where it has one,
+    else all of it), labelled in the training data's class order: by name, or by index where the
+    held-out source names its classes by number (IDX files, shards without classes.txt)."""
+    from .shards import ShardSet
+
+    ds = source.val if source.val is not None else source.train
+    if source.classes == classes[:len(source.classes)]:
+        return ds
+    index = {name: i for i, name in enumerate(classes)}
+    if set(source.classes) <= set(index):
+        mapping = [index[name] for name in source.classes]
+    elif all(c.isdigit() for c in source.classes) and len(source.classes) <= len(classes):
+        return ds
+    else:
+        extra = next(c for c in source.classes if c not in index)
+        raise DataError(f"class {extra!r} of --val-data {source.spec} is not a class of the "
+                        f"training data (its classes: {', '.join(classes[:8])}"
+                        f"{', ...' if len(classes) > 8 else ''})")
+    if isinstance(ds, ImageFiles):
+        return ImageFiles([(f, mapping[label]) for f, label in ds.samples], classes)
+    if isinstance(ds, ArrayDataset):
+        return ArrayDataset(ds.images, torch.tensor(mapping)[ds.labels])
+    if isinstance(ds, ShardSet):
+        return ds.relabeled(mapping)
+    return Relabeled(ds, mapping)

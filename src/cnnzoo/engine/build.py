@@ -21,6 +21,7 @@ class TrainConfig:
 
     model: str
     data: str = "digits"
+    val_data: str | None = None  # held-out images from another source (--val-data)
     data_root: str | None = None
     download: bool = False
     epochs: int = 10
@@ -45,7 +46,9 @@ class TrainConfig:
     val_split: float | None = None  # None: the source's own test split, else 0.2
     seed: int = 0
     deterministic: bool = False
-    workers: int = 0
+    workers: int | None = None  # None: min(cores, 8) for photos, 0 for in-memory glyphs
+    check_images: bool = False  # decode every image before training (else: where it is read)
+    skip_bad_shards: bool = False
     img_size: int | None = None
     in_chans: int | None = None
     augment: bool = True
@@ -73,7 +76,7 @@ class TrainConfig:
         for name in ("img_size", "in_chans", "limit_batches"):
             v = getattr(self, name)
             need(v is None or v >= 1, name.replace("_", "-"), "at least 1", v)
-        need(self.workers >= 0, "workers", "0 or more", self.workers)
+        need(self.workers is None or self.workers >= 0, "workers", "0 or more", self.workers)
         need(self.save_every >= 0, "save-every", "0 (epoch ends only) or more", self.save_every)
         need(self.step_epochs >= 1, "step-epochs", "at least 1", self.step_epochs)
         need(self.lr is None or (finite(self.lr) and self.lr > 0), "lr", "a positive number",

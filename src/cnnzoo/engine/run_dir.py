@@ -2,6 +2,7 @@
 
     config.json           the resolved configuration (model, data, hyper-parameters, classes)
     split.json            the held-out indices when the data had a single split
+    skipped.txt           images that could not be decoded, one per line: file<TAB>reason
     metrics.csv           one row per epoch
     curves.png            loss and accuracy per epoch
     last.safetensors      weights of the latest checkpoint (+ last.state.safetensors to resume;
@@ -23,7 +24,8 @@ CONFIG = "config.json"
 SPLIT = "split.json"
 METRICS = "metrics.csv"
 CURVES = "curves.png"
-RUN_FILES = (CONFIG, SPLIT, METRICS, CURVES, "last.safetensors", "last.state.safetensors",
+SKIPPED = "skipped.txt"
+RUN_FILES = (CONFIG, SPLIT, SKIPPED, METRICS, CURVES, "last.safetensors", "last.state.safetensors",
              "last.prev.state.safetensors", "best.safetensors", "best.state.safetensors")
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5",
                  "images_per_s", "seconds")
@@ -71,6 +73,30 @@ def require_run(path: Path) -> dict[str, Any]:
 def write_json(path: Path, obj: Any) -> None:
     text = json.dumps(obj, indent=2) + "\n"
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def remove_new(path: Path) -> None:
+    """Undo ``prepare_new`` for a run that failed before its first checkpoint."""
+    for name in RUN_FILES:
+        (path / name).unlink(missing_ok=True)
+    if path.is_dir() and not any(path.iterdir()):
+        path.rmdir()
+
+
+def write_skipped(path: Path, skipped: list[tuple[str, str]]) -> None:
+    """skipped.txt, and the same list in config.json's ``skipped_images``."""
+    text = "".join(f"{file}\t{reason}\n" for file, reason in skipped)
+    atomic_write(path / SKIPPED, lambda tmp: Path(tmp).write_text(text))
+    config = json.loads((path / CONFIG).read_text())
+    config["skipped_images"] = [{"file": f, "reason": r} for f, r in skipped]
+    write_json(path / CONFIG, config)
+
+
+def read_skipped(path: Path) -> list[tuple[str, str]]:
+    file = path / SKIPPED
+    if not file.exists():
+        return []
+    return [tuple(line.split("\t", 1)) for line in file.read_text().splitlines() if "\t" in line]
 
 
 def read_split(path: Path) -> list[int] | None:

@@ -5,8 +5,11 @@ Exact resume rests on three things: the data order is a function of (seed, epoch
 restored, and the schedule is a function of the step count the scheduler stores. On CPU in
 deterministic mode an interrupted-and-resumed run then ends with bit-identical weights, whether it
 stopped at an epoch's end or inside one (``--save-every N``, Ctrl-C, SIGTERM: the sampler skips
-the items already trained on; exact with ``--workers 0``, the default, whose augmentation draws
-from the saved generator).
+the items already trained on). That holds with loader workers too: each image's augmentation is
+seeded by (seed, epoch, image), whichever worker loads it (``data.loaders``).
+
+Images are decoded where they are read, in the loader's workers. Those that cannot be are named
+in the run folder (``skipped.txt`` and config.json) and in a line at the end of the epoch.
 
 A run also stops, keeping its last good checkpoint, when the loss stops being a finite number.
 """
@@ -25,8 +28,9 @@ import torch
 from torch import nn
 
 from ..data import build_transform, load_source, make_loader, make_split
+from ..data.folders import default_workers, unusable_classes
 from ..data.transforms import BatchAffine
-from ..errors import CnnzooError
+from ..errors import CnnzooError, DataError
 from ..perf.training import for_training
 from . import checkpoint as ckpt
 from . import run_dir as rd
@@ -125,13 +129,22 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         torch.manual_seed(cfg.seed)
 
-        self.source = load_source(cfg.data, root=cfg.data_root, download=cfg.download)
-        if self.source.skipped:
-            file, reason = self.source.skipped[0]
-            more = len(self.source.skipped) - 1
-            self.log(f"skipped {len(self.source.skipped)} unreadable image(s) of "
-                     f"{self.source.spec}: {file} ({reason})"
-                     f"{f' and {more} more, listed in config.json' if more else ''}")
+        def load(spec: str, held_out: bool = False):
+            return load_source(spec, root=cfg.data_root, download=cfg.download,
+                               check_images=cfg.check_images,
+                               workers=cfg.workers or default_workers(),
+                               skip_bad_shards=cfg.skip_bad_shards, held_out=held_out)
+
+        self.source = load(cfg.data)
+        self.val_source = load(cfg.val_data, held_out=True) if cfg.val_data else None
+        if cfg.workers is None:  # resolved once and recorded: a resumed run reads as this one
+            cfg.workers = default_workers() if self.source.kind == "photo" else 0
+        for src in filter(None, (self.source, self.val_source)):
+            self._report("unreadable image(s)", src.spec, src.skipped)
+            self._report("bad shard(s)", src.spec, src.bad_shards)
+        # file -> (reason, label) of images found unreadable while training and validating
+        self.skipped: dict[str, dict[str, tuple[str, int]]] = {"train": {}, "val": {}}
+        self.bad_shards_read: set[str] = set()
         # A resumed run takes every weight from its checkpoint, not from --pretrained again.
         self.model, notes = build_model(cfg, self.source.num_classes, load_pretrained=not resume)
         for note in notes:
@@ -139,9 +152,12 @@ class Trainer:
         mcfg = self.model.default_cfg
         train_tf = build_transform(mcfg, train=True, kind=self.source.kind, augment=cfg.augment)
         val_tf = build_transform(mcfg, train=False, kind=self.source.kind)
+        held_tf = (build_transform(mcfg, train=False, kind=self.val_source.kind)
+                   if self.val_source is not None else None)
         recorded = rd.read_split(run) if resume else val_indices
         self.split = make_split(self.source, train_tf, val_tf, val_fraction=cfg.val_split,
-                                seed=cfg.seed, val_indices=recorded)
+                                seed=cfg.seed, val_indices=recorded, val_source=self.val_source,
+                                held_out_tf=held_tf)
         self.batch_augment = BatchAffine() if self.split.batch_augment and cfg.augment else None
         per_rank = cfg.batch_size // dist.world
         pin = dist.device.type == "cuda"
@@ -202,6 +218,11 @@ class Trainer:
             fwd = torch.compile(fwd)
         return fwd
 
+    def restore_skipped(self) -> None:
+        """Files a resumed run already found unreadable, so that they are not reported again."""
+        for f, reason in rd.read_skipped(self.run):
+            self.skipped["train"].setdefault(f, (reason, -1))
+
     def _restore(self) -> None:
         weights, tensors, meta = ckpt.load_checkpoint(self.run, "last")
         self.model.load_state_dict(weights)
@@ -231,8 +252,9 @@ class Trainer:
             unfreeze(self.model)
             self.forward = self._wrap()  # DDP hooks only the parameters trainable when wrapped
             self.log(f"epoch {epoch}: unfrozen, {counts(self.model)[0]:,} trainable parameters")
-        self.train_loader.sampler.set_epoch(epoch, start_step * self.train_loader.batch_size)
-        self.train_loader.generator.manual_seed(cfg.seed * 100003 + epoch)
+        self.train_loader.set_epoch(epoch, start_step)
+        if self.train_loader.generator is not None:
+            self.train_loader.generator.manual_seed(cfg.seed * 100003 + epoch)
         set_train_mode(self.model, True)
         aux_weights = getattr(self.model, "aux_loss_weights", None)
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -293,9 +315,66 @@ class Trainer:
         scored = self.ema.module if self.ema is not None else self.model
         result = evaluate(scored, self.val_loader, self.source.num_classes, device=dev,
                           dist_info=self.dist, amp=cfg.amp, channels_last=cfg.channels_last)
-        row.update(val_loss=result.loss, val_acc=result.top1, val_top5=result.top5)
+        row.update(val_loss=result.loss, val_acc=result.top1, val_top5=result.top5,
+                   val_count=result.count)
         bar.line(row)
+        self._note_skipped()
         return row
+
+    # -- unreadable images ---------------------------------------------------------------------
+    def _report(self, what: str, spec: str, items: list[tuple[str, str]], where: str = "") -> None:
+        if items:
+            more = len(items) - 1
+            self.log(f"skipped {len(items)} {what} of {spec}: {items[0][0]} ({items[0][1]})"
+                     f"{f' and {more} more, listed in {where or rd.CONFIG}' if more else ''}")
+
+    def _note_skipped(self) -> None:
+        """Gather the files the loaders could not decode (from every process), report those new
+        this epoch, record them in the run, and stop where a class has no readable image."""
+        found = {"train": dict(self.train_loader.skipped), "val": dict(self.val_loader.skipped)}
+        if self.dist.enabled:
+            parts: list = [None] * self.dist.world
+            torch.distributed.all_gather_object(parts, found)
+            for part in parts:
+                for side in found:
+                    found[side].update(part[side])
+        new = {f: r for side in found for f, r in found[side].items()
+               if f not in self.skipped["train"] and f not in self.skipped["val"]}
+        for side in found:
+            self.skipped[side].update(found[side])
+        labels_of = getattr(self.split.train, "file_labels", None)
+        if labels_of is not None and (self.skipped["train"] or self.skipped["val"]):
+            train = labels_of()
+            classes = self.source.classes
+            bad = [label for _, label in self.skipped["train"].values()]
+            unusable = unusable_classes(classes, train, bad)
+            if not unusable and self.split.val_indices is not None:
+                unusable = unusable_classes(classes, train + self.split.val.file_labels(), bad + [
+                    label for _, label in self.skipped["val"].values()])
+            if unusable:
+                example = next(iter(self.skipped["train"].items()), None) or next(
+                    iter(self.skipped["val"].items()))
+                raise DataError(f"no readable image in class folder(s) {', '.join(unusable[:5])} "
+                                f"of {self.source.spec} ({len(self.skipped['train'])} unreadable, "
+                                f"e.g. {example[0]}: {example[1][0]})")
+        for loader in (self.train_loader, self.val_loader):  # damaged after the start
+            for shard, reason in loader.bad_shards.items():
+                if shard not in self.bad_shards_read:
+                    self.bad_shards_read.add(shard)
+                    self.log(f"skipped bad shard {shard} ({reason}) while reading it")
+        if new and self.dist.is_main:
+            listed = self.all_skipped()
+            self._report("unreadable image(s)", self.cfg.data, listed, rd.SKIPPED)
+            rd.write_skipped(self.run, listed)
+
+    def all_skipped(self) -> list[tuple[str, str]]:
+        """(file, reason) of every image left out: up front (--check-images) and while read."""
+        listed = list(self.source.skipped) + list(getattr(self.val_source, "skipped", []))
+        seen = {f for f, _ in listed}
+        for side in ("train", "val"):
+            listed += [(f, r) for f, (r, _) in self.skipped[side].items() if f not in seen]
+            seen |= set(self.skipped[side])
+        return listed
 
     def _drain(self, pending: list, sums: dict, epoch: int, step: int, bar) -> bool:
         """Read the losses and hit counts of the steps since the last read (one wait for the
@@ -384,7 +463,7 @@ class Trainer:
                                       self.stops.signal)
         last = self.history[-1] if self.history else {}
         return {"val_acc": last.get("val_acc"), "val_loss": last.get("val_loss"),
-                "best_acc": self.best_acc, "val_count": len(self.split.val),
+                "best_acc": self.best_acc, "val_count": last.get("val_count", 0),
                 "epochs": self.cfg.epochs}
 
 
@@ -397,7 +476,9 @@ def write_run_header(trainer: Trainer) -> None:
         "train": trainer.cfg.to_dict(), "classes": src.classes, "data_kind": src.kind,
         "input_size": list(trainer.model.default_cfg.input_size), "world_size": trainer.dist.world,
         "train_images": len(trainer.split.train), "val_images": len(trainer.split.val),
-        "skipped_images": [{"file": f, "reason": r} for f, r in src.skipped]})
+        "skipped_images": [{"file": f, "reason": r} for f, r in trainer.all_skipped()],
+        "skipped_shards": [{"shard": f, "reason": r} for source in (src, trainer.val_source)
+                           if source is not None for f, r in source.bad_shards]})
     if trainer.split.val_indices is not None:
         rd.write_json(trainer.run / rd.SPLIT, trainer.split.record())
 
@@ -425,5 +506,14 @@ def train(cfg: TrainConfig, run: Path, dist: DistInfo, *, resume: bool = False, 
         if dist.is_main:
             rd.prepare_new(run, force)
         write_run_header(trainer)
-    return trainer.fit(on_epoch_end)
+    else:
+        trainer.restore_skipped()
+    try:
+        return trainer.fit(on_epoch_end)
+    except DataError:
+        # Data found unusable before the first checkpoint (a class of unreadable images): bad
+        # data must not cost a run, nor leave a half-made one behind.
+        if not resume and dist.is_main and not ckpt.has_checkpoint(run):
+            rd.remove_new(run)
+        raise
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -41,8 +42,13 @@ class ModelCard:
 
 
 @dataclass(frozen=True)
-class DefaultCfg:
-    """Input and head conventions of a model, as timm's pretrained_cfg and torchvision's weights."""
+class DefaultCfg(Mapping):
+    """Input and head conventions of a model, as timm's pretrained_cfg and torchvision's weights.
+
+    Read as attributes (``cfg.mean``) or, as timm reads its own, as a mapping (``cfg["mean"]``,
+    ``cfg.get("crop_mode")``): ``timm.data.resolve_data_config({}, model=m)`` then finds our
+    preprocessing instead of silently falling back to its defaults.
+    """
 
     input_size: tuple[int, int, int] = (3, 224, 224)
     num_classes: int = 1000
@@ -57,12 +63,31 @@ class DefaultCfg:
     # Whether the network takes any resolution >= min_size, or only input_size (fixed dense layers).
     fixed_size: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # The class names of the outputs, where the weights come with them (a saved model, a run).
+    label_names: tuple[str, ...] | None = None
+    # timm's name for the resize-then-centre-crop our eval transform does.
+    crop_mode: str = "center"
 
     def replace(self, **changes: Any) -> "DefaultCfg":
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    @classmethod
+    def _keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
 
 
 @dataclass(frozen=True)

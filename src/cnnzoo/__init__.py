@@ -21,7 +21,10 @@ from .registry import (DefaultCfg, ModelCard, create_model, default_cfg, is_mode
 
 from .inspect.summary import summary
 from .perf import optimize
+from .weights.hub import push_to_hub
+from .weights.saved import save_pretrained
 
 __version__ = "0.1.0"
 __all__ = ["DefaultCfg", "ModelCard", "create_model", "default_cfg", "is_model", "list_models",
-           "model_card", "optimize", "register_model", "summary"]
+           "model_card", "optimize", "push_to_hub", "register_model", "save_pretrained",
+           "summary"]

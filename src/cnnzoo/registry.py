@@ -153,17 +153,28 @@ def is_model(name: str) -> bool:
     return name in _REGISTRY
 
 
-def create_model(name: str, *, num_classes: int | None = None, in_chans: int | None = None,
-                 pretrained: str | None = None, features_only: bool = False,
+def create_model(source: str, *, num_classes: int | None = None, in_chans: int | None = None,
+                 pretrained: Any = None, features_only: bool = False,
                  out_indices: tuple[int, ...] | None = None, **kwargs: Any) -> nn.Module:
-    """Build a registered model.
+    """Build a model from wherever it comes from (``cnnzoo.resolve``).
 
-    ``num_classes`` and ``in_chans`` default to the model's own (1000 and 3 for ImageNet models,
-    10 and 1 for LeNet-5). ``pretrained`` is a weights source (see ``cnnzoo.weights``): with a
-    different ``num_classes`` the classifier is re-initialised and everything else loaded.
-    ``features_only=True`` returns the multi-scale feature maps of ``out_indices`` instead of
-    logits. Any other keyword goes to the family's builder (``attn='se'``, ``drop_path_rate``...).
+    ``source`` is a registered name, a saved-model folder (``save_pretrained``), a training run
+    folder, or ``'hf-hub:ORG/NAME[@REVISION]'``. ``num_classes`` and ``in_chans`` default to the
+    source's (1000 and 3 for ImageNet models, 10 and 1 for LeNet-5). ``pretrained`` is a weights
+    source for a registered name (see ``cnnzoo.weights``): with a different ``num_classes`` the
+    classifier is re-initialised and everything else loaded. ``features_only=True`` returns the
+    multi-scale feature maps of ``out_indices`` instead of logits. Any other keyword goes to the
+    family's builder (``attn='se'``, ``drop_path_rate``...).
     """
+    from .resolve import build, resolve
+    return build(resolve(source, num_classes=num_classes, in_chans=in_chans,
+                         pretrained=pretrained, **kwargs),
+                 features_only=features_only, out_indices=out_indices)
+
+
+def _instantiate(name: str, num_classes: int | None, in_chans: int | None,
+                 kwargs: dict[str, Any]) -> nn.Module:
+    """The registered architecture ``name``, freshly initialised, with its cfg and card."""
     entry = _entry(name)
     cfg = entry.cfg
     num_classes = cfg.num_classes if num_classes is None else int(num_classes)
@@ -178,10 +189,5 @@ def create_model(name: str, *, num_classes: int | None = None, in_chans: int | N
                                     input_size=(in_chans, *input_size))
     model.card = entry.card
     model.model_name = name
-    if pretrained:
-        from .weights import load_pretrained
-        load_pretrained(model, pretrained, name=name)
-    if features_only:
-        from .models.base import FeatureExtractor
-        model = FeatureExtractor(model, out_indices)
+    model.model_args = dict(kwargs)  # what save_pretrained writes down to rebuild it
     return model

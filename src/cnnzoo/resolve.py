@@ -41,6 +41,7 @@ class Resolved:
     weights: Any = None  # what ``weights.load_pretrained`` takes: a source name, path, state
     cfg: dict[str, Any] = field(default_factory=dict)  # preprocessing and class names it fixes
     bn_eps: float | None = None
+    keras: dict | None = None  # what Keras computes differently, for weights that came from it
     run_config: dict | None = None  # the training run's config.json, for a run
     origin: str | None = None  # the source as the user wrote it, for messages
 
@@ -81,6 +82,11 @@ def build(res: Resolved, *, features_only: bool = False,
           out_indices: tuple[int, ...] | None = None) -> nn.Module:
     """The model ``res`` describes, built once, its weights loaded once."""
     model = _instantiate(res.arch, res.num_classes, res.in_chans, res.kwargs)
+    if res.keras:
+        from .weights.keras import apply_fixups
+        apply_fixups(model, res.keras)
+        model.default_cfg = model.default_cfg.replace(
+            extra={**model.default_cfg.extra, "keras": dict(res.keras)})
     if res.weights is not None:
         from .weights import load_pretrained
         load_pretrained(model, res.weights, name=res.arch)
@@ -190,7 +196,7 @@ def _saved(folder: Path, weights: Path | None = None) -> Resolved:
     return Resolved(arch, num_classes=config.get("num_classes"), in_chans=config.get("in_chans"),
                     kwargs=dict(config.get("model_args") or {}),
                     weights=str(weights or folder / WEIGHTS), cfg=cfg,
-                    bn_eps=config.get("bn_eps"), origin=str(folder))
+                    bn_eps=config.get("bn_eps"), keras=config.get("keras"), origin=str(folder))
 
 
 def _run(folder: Path, weights: Path | None) -> Resolved:

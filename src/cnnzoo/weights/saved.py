@@ -50,6 +50,9 @@ def saved_config(model: nn.Module, classes=None) -> dict[str, Any]:
               "model_args": dict(model.model_args),
               "pretrained_cfg": {k: _plain(cfg[k]) for k in CFG_KEYS},
               "label_names": classes, "cnnzoo_version": __version__}
+    keras = cfg.extra.get("keras")
+    if keras:  # TF padding and pools the weights were trained with, re-applied on loading
+        config["keras"] = {k: keras[k] for k in ("same_padding", "exclude_pad_pools", "mode")}
     eps = {m.eps for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     if len(eps) == 1:  # another framework's weights may have brought their own (Keras: 1e-3)
         config["bn_eps"] = eps.pop()

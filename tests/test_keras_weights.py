@@ -33,11 +33,20 @@ CASES = {
     "mobilenet_alpha_0.25": (A.MobileNet, dict(alpha=0.25), A.mobilenet.preprocess_input,
                              "mobilenet_v1_025", 96),
     "mobilenet_v2": (A.MobileNetV2, {}, A.mobilenet_v2.preprocess_input, "mobilenet_v2", 96),
+    # MobileNetV3 and EfficientNetV2 rescale inside the model: their preprocess_input is a no-op.
+    "mobilenet_v3_small": (A.MobileNetV3Small, {}, A.mobilenet_v3.preprocess_input,
+                           "mobilenet_v3_small", 64),
+    "mobilenet_v3_large": (A.MobileNetV3Large, {}, A.mobilenet_v3.preprocess_input,
+                           "mobilenet_v3_large", 64),
     "vgg16": (A.VGG16, {}, A.vgg16.preprocess_input, "vgg16", 224),
     "densenet121": (A.DenseNet121, {}, A.densenet.preprocess_input, "densenet121", 64),
     "efficientnet_b0": (A.EfficientNetB0, {}, A.efficientnet.preprocess_input,
                         "efficientnet_b0", 64),
+    "efficientnet_v2_s": (A.EfficientNetV2S, {}, A.efficientnet_v2.preprocess_input,
+                          "efficientnet_v2_s", 64),
     "inception_v3": (A.InceptionV3, {}, A.inception_v3.preprocess_input, "inception_v3", 75),
+    "inception_resnet_v2": (A.InceptionResNetV2, {}, A.inception_resnet_v2.preprocess_input,
+                            "inception_resnet_v2", 75),
     "resnet50": (A.ResNet50, {}, A.resnet50.preprocess_input, "resnet50_v1", 64),
 }
 

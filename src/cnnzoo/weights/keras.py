@@ -38,6 +38,7 @@ MODES = {  # Keras preprocess_input mode -> (mean, std) for images in [0, 1]
     "tf": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     "torch": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "caffe": (CAFFE_MEAN_RGB, (1 / 255, 1 / 255, 1 / 255)),
+    "tf128": ((128 / 255,) * 3, (128 / 255,) * 3),  # EfficientNetV2's x / 128 - 1, a layer
 }
 KERAS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
@@ -98,9 +99,15 @@ def _read_legacy(root) -> KerasWeights:
         names = [_text(w) for w in group.attrs.get("weight_names", [])]
         if names:
             # 'conv1/kernel:0' (Keras 2) or 'conv1/kernel' (Keras 3): the last part names it.
-            out.named[name] = {w.rsplit("/", 1)[-1].split(":")[0]: np.asarray(group[w])
+            out.named[layer_key(name)] = {w.rsplit("/", 1)[-1].split(":")[0]: np.asarray(group[w])
                                for w in names}
     return out
+
+
+def layer_key(name: str) -> str:
+    """A layer name as Keras 2 and 3 both spell it: 'Conv_1/BatchNorm' (Keras 2's MobileNetV3)
+    is Keras 3's 'conv_1_bn', 'conv1/bn' (Keras 2's DenseNet) its 'conv1_bn'."""
+    return name.replace("/BatchNorm", "_bn").replace("/", "_").lower()
 
 
 def _read_keras3(layers) -> KerasWeights:
@@ -142,7 +149,7 @@ def convert(kind: str, w: dict, module: nn.Module, prefix: str) -> dict[str, tor
         k = _kernel(w)
         out["weight"] = _t(k.transpose(3, 2, 0, 1) if kind == "conv" else
                            k.transpose(2, 3, 0, 1).reshape(-1, 1, *k.shape[:2]))
-    elif kind == "dense":
+    elif kind in ("dense", "dense_conv"):
         k = _kernel(w)
         k = k.reshape(-1, k.shape[-1])  # a 1x1 conv classifier (MobileNet's conv_preds) too
         fc_in = module.in_features
@@ -192,7 +199,7 @@ def _plan_mobilenet_v1(model):
     for i, b in enumerate(_blocks(model), 1):
         plan += _cna(f"{b}.conv_dw", f"conv_dw_{i}", f"conv_dw_{i}_bn", "dw")
         plan += _cna(f"{b}.conv_pw", f"conv_pw_{i}", f"conv_pw_{i}_bn")
-    return plan + [("head.fc", "dense", "conv_preds")]
+    return plan + [("head.fc", "dense_conv", "conv_preds")]
 
 
 def _plan_mobilenet_v2(model):
@@ -262,6 +269,23 @@ def _plan_auto(model):
     return plan + [("head.fc", "dense", "predictions")]
 
 
+def _plan_mobilenet_v3(model):
+    plan = _cna("stem", "conv", "conv_bn")
+    for i, b in enumerate(_blocks(model)):
+        k = f"expanded_conv_{i}_" if i else "expanded_conv_"
+        block = model.get_submodule(b)
+        if isinstance(getattr(block.conv_pw, "conv", None), nn.Conv2d):
+            plan += _cna(f"{b}.conv_pw", f"{k}expand", f"{k}expand_bn")
+        plan += _cna(f"{b}.conv_dw", f"{k}depthwise", f"{k}depthwise_bn", "dw")
+        if hasattr(block.se, "fc1"):
+            plan += [(f"{b}.se.fc1", "conv", f"{k}squeeze_excite_conv"),
+                     (f"{b}.se.fc2", "conv", f"{k}squeeze_excite_conv_1")]
+        plan += _cna(f"{b}.conv_pwl", f"{k}project", f"{k}project_bn")
+    # Keras's head is two 1x1 convs after the pooling; ours two Linear layers.
+    return plan + _cna("conv_head", "conv_1", "conv_1_bn") + [
+        ("head.fc1", "dense_conv", "conv_2"), ("head.fc", "dense_conv", "logits")]
+
+
 def _plan_efficientnet(model):
     plan = _cna("stem", "stem_conv", "stem_bn")
     for name, block in model.named_modules():
@@ -279,10 +303,55 @@ def _plan_efficientnet(model):
     return plan + _cna("conv_head", "top_conv", "top_bn") + [("head.fc", "dense", "predictions")]
 
 
+def _plan_efficientnet_v2(model):
+    plan = _cna("stem", "stem_conv", "stem_bn")
+    for name, block in model.named_modules():
+        m = re.fullmatch(r"stages\.(\d+)\.blocks\.(\d+)", name)
+        if not m:
+            continue
+        k = f"block{int(m.group(1)) + 1}{chr(ord('a') + int(m.group(2)))}_"
+        fused = hasattr(block, "conv_exp") and isinstance(getattr(block.conv_exp, "conv", None),
+                                                          nn.Conv2d)
+        has_pwl = isinstance(getattr(block.conv_pwl, "conv", None), nn.Conv2d)
+        if fused:  # Keras names a fused block's only conv 'project' when it does not expand
+            plan += _cna(f"{name}.conv_exp", f"{k}expand_conv" if has_pwl else f"{k}project_conv",
+                         f"{k}expand_bn" if has_pwl else f"{k}project_bn")
+        else:
+            if isinstance(getattr(block.conv_pw, "conv", None), nn.Conv2d):
+                plan += _cna(f"{name}.conv_pw", f"{k}expand_conv", f"{k}expand_bn")
+            plan += _cna(f"{name}.conv_dw", f"{k}dwconv2", f"{k}bn", "dw")
+        if hasattr(block.se, "fc1"):
+            plan += [(f"{name}.se.fc1", "conv", f"{k}se_reduce"),
+                     (f"{name}.se.fc2", "conv", f"{k}se_expand")]
+        if has_pwl:
+            plan += _cna(f"{name}.conv_pwl", f"{k}project_conv", f"{k}project_bn")
+    return plan + _cna("conv_head", "top_conv", "top_bn") + [("head.fc", "dense", "predictions")]
+
+
+def _plan_inception_resnet_v2(model):
+    """Keras names the residual 'up' convs and the last conv, and numbers the rest."""
+    plan = []
+    for name, m in model.named_modules():
+        up = re.fullmatch(r"stages\.(block35|block17|block8)\.(\d+)\.up", name)
+        if up:
+            plan.append((name, "conv", f"{up.group(1)}_{int(up.group(2)) + 1}_conv"))
+        elif name.startswith("stages.conv7b.") and isinstance(m, (nn.Conv2d, nn.BatchNorm2d)):
+            plan.append((name, "conv", "conv_7b") if isinstance(m, nn.Conv2d) else
+                        (name, "bn", "conv_7b_bn"))
+        elif isinstance(m, nn.Conv2d) and not name.startswith("head"):
+            plan.append((name, "conv", None))
+        elif isinstance(m, nn.BatchNorm2d):
+            plan.append((name, "bn", None))
+    return plan + [("head.fc", "dense", "predictions")]
+
+
 FAMILIES: dict[str, Family] = {
     **{n: Family(_plan_mobilenet_v1, "tf", same_padding=True)
        for n in ("mobilenet_v1", "mobilenet_v1_075", "mobilenet_v1_050", "mobilenet_v1_025")},
     "mobilenet_v2": Family(_plan_mobilenet_v2, "tf", same_padding=True),
+    # Keras rescales to [-1, 1] inside MobileNetV3: 'tf' mode as a layer.
+    "mobilenet_v3_small": Family(_plan_mobilenet_v3, "tf", same_padding=True),
+    "mobilenet_v3_large": Family(_plan_mobilenet_v3, "tf", same_padding=True),
     **{f"resnet{d}_v1": Family(_plan_resnet_v1, "caffe", bn_eps=1.001e-5)
        for d in (50, 101, 152)},
     **{f"densenet{d}": Family(_plan_densenet, "torch", bn_eps=1.001e-5) for d in (121, 169, 201)},
@@ -291,6 +360,10 @@ FAMILIES: dict[str, Family] = {
     "inception_v3": Family(_plan_auto, "tf", exclude_pad_pools=True, auto_names=True),
     **{f"efficientnet_b{i}": Family(_plan_efficientnet, "model", same_padding=True)
        for i in range(8)},
+    **{f"efficientnet_v2_{s}": Family(_plan_efficientnet_v2, "tf128", same_padding=True)
+       for s in "sml"},
+    "inception_resnet_v2": Family(_plan_inception_resnet_v2, "tf", exclude_pad_pools=True,
+                                  auto_names=True),
 }
 
 
@@ -338,13 +411,11 @@ def keras_state(model: nn.Module, name: str, weights: KerasWeights) -> dict[str,
             continue
         module = model.get_submodule(prefix)
         if weights.legacy and keras_name is not None:
-            w = weights.named.get(keras_name)
+            w = weights.named.get(layer_key(keras_name))
         else:
-            source_kind = {"dense_hwc": "dense"}.get(kind, kind)
-            if kind == "dense" and keras_name == "conv_preds":
-                source_kind = "conv"  # MobileNet's classifier is a 1x1 conv, Keras's last
-            queue = queues.get(source_kind, [])
-            w = queue.pop(-1 if keras_name == "conv_preds" else 0) if queue else None
+            # Keras 3 files hold layers by class in Keras's order, the order of the plan.
+            queue = queues.get({"dense_hwc": "dense", "dense_conv": "conv"}.get(kind, kind), [])
+            w = queue.pop(0) if queue else None
         if w is None:
             raise WeightsError(f"the Keras file has no layer {keras_name or kind} for our "
                                f"{prefix}: it holds another architecture than {name}")
@@ -382,7 +453,12 @@ def load_keras(model: nn.Module, path: str | os.PathLike, name: str) -> dict[str
         state[first] = state[first].flip(1)  # Keras's caffe mode feeds BGR
     if fam.mode == "model":
         mean, var = norm if norm is not None else (torch.zeros(3), torch.ones(3))
-        mean_std = (tuple(mean.tolist()), tuple(var.sqrt().tolist()))
+        std = var.sqrt()
+        if torch.allclose(var, torch.tensor(MODES["torch"][1]), atol=1e-6):
+            # Keras's ImageNet EfficientNets hold the std where the variance belongs; the model
+            # Keras builds for them divides once more, by sqrt(std), so the std is what applies.
+            std = var
+        mean_std = (tuple(mean.tolist()), tuple(std.tolist()))
     else:
         mean_std = MODES[fam.mode]
     extra = {**cfg.extra, "keras": {"file": str(Path(path).name), "mode": fam.mode,

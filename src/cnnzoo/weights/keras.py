@@ -379,10 +379,14 @@ def keras_url(name: str, model: nn.Module) -> str:
         return f"{KERAS_BASE}mobilenet/mobilenet_{text}_224_tf.h5"
     if name == "mobilenet_v2":
         return f"{KERAS_BASE}mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"
+    if name.startswith("mobilenet_v3_"):
+        return f"{KERAS_BASE}mobilenet_v3/weights_mobilenet_v3_{name[13:]}_224_1.0_float.h5"
     if name.startswith("efficientnet_b"):
         return f"https://storage.googleapis.com/keras-applications/efficientnet{name[-2:]}.h5"
-    folder = {"resnet": "resnet", "densenet": "densenet", "vgg": name}.get(
-        re.sub(r"\d.*", "", name), name)
+    if name.startswith("efficientnet_v2_"):
+        return f"{KERAS_BASE}efficientnet_v2/efficientnetv2-{name[-1]}.h5"
+    folder = "resnet" if name.startswith("resnet") else \
+        "densenet" if name.startswith("densenet") else name
     return f"{KERAS_BASE}{folder}/{name.removesuffix('_v1')}_weights_tf_dim_ordering_tf_kernels.h5"
 
 

@@ -125,6 +125,11 @@ def test_keras3_weights_h5_loads_too_and_a_saved_copy_keeps_tf_padding(tmp_path)
     again = create_model(tmp_path / "saved")
     assert isinstance(again.stem.conv, TfSameConv2d)
     assert np.array_equal(_ours_on(again, rgb), _ours_on(model, rgb))
+    with pytest.warns(UserWarning, match="re-initialised"):  # fine-tuning it: a new head
+        tuned = create_model("mobilenet_v1_050", num_classes=5, pretrained=tmp_path / "saved")
+    assert isinstance(tuned.stem.conv, TfSameConv2d)
+    assert tuned.default_cfg.mean == model.default_cfg.mean
+    assert tuned.stem.bn.eps == model.stem.bn.eps == 1e-3
 
 
 def test_caffe_mode_flips_the_first_conv_and_sets_caffe_mean(tmp_path):

@@ -39,4 +39,5 @@ def test_default_cfg_is_a_mapping_and_pretrained_cfg_is_the_same_object():
     assert set(cfg) >= {"input_size", "mean", "std", "interpolation", "crop_pct", "first_conv"}
     model.reset_classifier(3)  # a replaced cfg stays what timm reads
     assert model.pretrained_cfg["num_classes"] == 3
-    assert create_model("resnet18", features_only=True).pretrained_cfg["input_size"] == (3, 224, 224)
+    features = create_model("resnet18", features_only=True)
+    assert features.pretrained_cfg["input_size"] == (3, 224, 224)

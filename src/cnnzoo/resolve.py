@@ -57,8 +57,13 @@ def resolve(source: str | os.PathLike, *, pretrained=None, weights: str | None =
     """
     text = os.fspath(source)
     if is_model(text):
-        res = Resolved(text, weights=_pretrained_file(pretrained) if pretrained else None,
-                       origin=text)
+        res = Resolved(text, weights=pretrained or None, origin=text)
+        if _is_folder_source(pretrained):
+            # A saved model or run initialises this one: its weights, with the preprocessing,
+            # BN epsilon and Keras padding they were trained with (a new head drops its names).
+            found = _located(os.fspath(pretrained), arch=None)
+            res.weights, res.cfg, res.bn_eps, res.keras = \
+                found.weights, found.cfg, found.bn_eps, found.keras
         if weights is not None:
             res = _located(weights, arch=text)
             if res.arch != text:
@@ -134,14 +139,11 @@ def _set_img_size(res: Resolved, img_size: int) -> None:
     res.cfg["input_size"] = (0, img_size, img_size)  # channels: whatever the model is built with
 
 
-def _pretrained_file(pretrained):
-    """A folder, run or Hub model given as ``pretrained=``: the weights file inside it."""
+def _is_folder_source(pretrained) -> bool:
     if not isinstance(pretrained, (str, os.PathLike)):
-        return pretrained
+        return False
     text = os.fspath(pretrained)
-    if text.startswith("hf-hub:") or Path(text).expanduser().is_dir():
-        return _located(text, arch=None).weights
-    return pretrained
+    return text.startswith("hf-hub:") or Path(text).expanduser().is_dir()
 
 
 def _located(text: str, arch: str | None) -> Resolved:

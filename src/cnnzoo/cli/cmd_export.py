@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     input_size = cfg.input_size
     if args.img_size:
         if cfg.fixed_size and args.img_size != cfg.input_size[-1]:
-            raise ExportError(f"{model.model_name} takes only {cfg.input_size[-1]}x{cfg.input_size[-1]} "
+            side = cfg.input_size[-1]
+            raise ExportError(f"{model.model_name} takes only {side}x{side} "
                               f"input; drop --img-size")
         input_size = (cfg.input_size[0], args.img_size, args.img_size)
     result = export_onnx(model, args.output, input_size=input_size, opset=args.opset,

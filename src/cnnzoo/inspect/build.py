@@ -1,7 +1,6 @@
 """Building a registered model to look at it: on the meta device, at the size the user asked for."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..errors import InputSizeError

@@ -25,6 +25,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -178,7 +179,7 @@ def convert(kind: str, w: dict, module: nn.Module, prefix: str) -> dict[str, tor
 
 @dataclass(frozen=True)
 class Family:
-    plan: "callable"  # model -> [(our prefix, kind, keras name or None)] in Keras's layer order
+    plan: Callable[[nn.Module], list]  # -> [(our prefix, kind, Keras name or None)], Keras's order
     mode: str  # preprocessing: 'caffe', 'tf', 'torch' or 'model' (layers inside the model)
     bn_eps: float = 1e-3
     same_padding: bool = False  # stride-2 convs padded as TF 'same'
@@ -378,7 +379,8 @@ def keras_url(name: str, model: nn.Module) -> str:
                                f"only, not {alpha}")
         return f"{KERAS_BASE}mobilenet/mobilenet_{text}_224_tf.h5"
     if name == "mobilenet_v2":
-        return f"{KERAS_BASE}mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"
+        return (f"{KERAS_BASE}mobilenet_v2/"
+                f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5")
     if name.startswith("mobilenet_v3_"):
         return f"{KERAS_BASE}mobilenet_v3/weights_mobilenet_v3_{name[13:]}_224_1.0_float.h5"
     if name.startswith("efficientnet_b"):

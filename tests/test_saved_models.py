@@ -184,3 +184,17 @@ def test_run_folder_is_a_model_source(tmp_path, capsys):
     assert "untrained" in _one_line(capsys)
     with pytest.raises(CnnzooError, match="holds a lenet5, not a resnet18"):
         resolve("resnet18", weights=str(run))
+
+
+def test_predict_builds_the_model_once_from_a_saved_folder(trained, tmp_path, capsys,
+                                                           monkeypatch):
+    import cnnzoo.resolve as resolve_module
+    built = []
+    real = resolve_module._instantiate
+    monkeypatch.setattr(resolve_module, "_instantiate",
+                        lambda *a, **k: built.append(a[0]) or real(*a, **k))
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (40, 40), (10, 200, 30)).save(photo)
+    assert main(["predict", str(trained[1]), str(photo), "-k", "1"]) == 0
+    assert built == ["resnet18"]
+    assert capsys.readouterr().out.split()[-2] in CLASSES

@@ -158,7 +158,7 @@ def convert(kind: str, w: dict, module: nn.Module, prefix: str) -> dict[str, tor
             raise WeightsError(f"{prefix}: Keras has {k.shape[0]} inputs, ours {fc_in}")
         out["weight"] = _t(k.T)
     elif kind == "dense_hwc":
-        # Keras flattens the last map as (H, W, C), torch as (C, H, W).
+        # Keras flattens VGG's last 7x7 map as (H, W, C), torch as (C, H, W).
         k = _kernel(w)
         c = module.in_features // 49
         out["weight"] = _t(k.reshape(7, 7, c, -1).transpose(3, 2, 0, 1).reshape(-1, 49 * c))
@@ -180,7 +180,7 @@ def convert(kind: str, w: dict, module: nn.Module, prefix: str) -> dict[str, tor
 @dataclass(frozen=True)
 class Family:
     plan: Callable[[nn.Module], list]  # -> [(our prefix, kind, Keras name or None)], Keras's order
-    mode: str  # preprocessing: 'caffe', 'tf', 'torch' or 'model' (layers inside the model)
+    mode: str  # preprocessing: a key of MODES, or 'model' (EfficientNet's normalisation layer)
     bn_eps: float = 1e-3
     same_padding: bool = False  # stride-2 convs padded as TF 'same'
     exclude_pad_pools: bool = False  # 3x3 average pools leave padding out of the mean
@@ -400,8 +400,9 @@ def family(name: str | None) -> Family:
     return fam
 
 
-def keras_state(model: nn.Module, name: str, weights: KerasWeights) -> dict[str, torch.Tensor]:
-    """Our state dict from a Keras file, by the family's plan."""
+def keras_state(model: nn.Module, name: str, weights: KerasWeights):
+    """Our state dict from a Keras file, by the family's plan, and the (mean, variance) of
+    the normalisation layer inside the model where Keras has one (EfficientNet), else None."""
     fam = family(name)
     plan = fam.plan(model)
     queues = {k: list(v) for k, v in weights.by_kind.items()}
@@ -428,8 +429,8 @@ def keras_state(model: nn.Module, name: str, weights: KerasWeights) -> dict[str,
         state.update(convert(kind, w, module, prefix))
     norm = weights.named.get("normalization") or (weights.by_kind.get("norm") or [None])[0]
     if norm is not None:
-        state["__keras_norm__"] = (_t(norm["mean"].reshape(-1)), _t(norm["variance"].reshape(-1)))
-    return state
+        norm = (_t(norm["mean"].reshape(-1)), _t(norm["variance"].reshape(-1)))
+    return state, norm
 
 
 def _auto_named(named: dict) -> dict[str, list]:
@@ -446,8 +447,7 @@ def load_keras(model: nn.Module, path: str | os.PathLike, name: str) -> dict[str
     """``model``'s state from a Keras file, after setting what Keras computes differently
     (module docstring); returns the state for the shared loader to load."""
     fam = family(name)
-    state = keras_state(model, name, read_keras(path))
-    norm = state.pop("__keras_norm__", None)
+    state, norm = keras_state(model, name, read_keras(path))
     apply_fixups(model, {"same_padding": fam.same_padding,
                          "exclude_pad_pools": fam.exclude_pad_pools})
     for m in model.modules():

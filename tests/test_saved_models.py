@@ -198,3 +198,37 @@ def test_predict_builds_the_model_once_from_a_saved_folder(trained, tmp_path, ca
     assert main(["predict", str(trained[1]), str(photo), "-k", "1"]) == 0
     assert built == ["resnet18"]
     assert capsys.readouterr().out.split()[-2] in CLASSES
+
+
+@pytest.fixture(scope="module")
+def saved_lenet(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lenet") / "saved"
+    save_pretrained(create_model("lenet5"), folder, classes=[f"digit{i}" for i in range(10)])
+    glyph = folder.parent / "g.png"
+    Image.new("L", (28, 28), 255).save(glyph)
+    return folder, glyph
+
+
+@pytest.mark.parametrize("command", ["summary", "draw", "predict", "eval", "export", "explain"])
+def test_every_command_takes_a_saved_model(command, saved_lenet, tmp_path, capsys):
+    folder, glyph = saved_lenet
+    argv = {"summary": ["summary", str(folder), "--depth", "0"],
+            "draw": ["draw", str(folder), "-o", str(tmp_path / "d.dot")],
+            "predict": ["predict", str(folder), str(glyph), "-k", "1"],
+            "eval": ["eval", str(folder), "--data", "digits", "-o", str(tmp_path / "c.png")],
+            "export": ["export", str(folder), "-o", str(tmp_path / "m.onnx")],
+            "explain": ["explain", str(folder), str(glyph), "-o", str(tmp_path / "x")]}[command]
+    assert main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert out.strip()
+    if command == "predict":
+        assert "digit" in out  # the saved class names, not indices
+
+
+def test_bench_times_a_saved_model_under_its_source_name(trained, saved_lenet, capsys):
+    argv = ["bench", str(trained[1]), "--steps", "1", "--warmup", "0", "-b", "2",
+            "--img-size", "64", "--device", "cpu"]
+    assert main(argv) == 0
+    assert "r18" in capsys.readouterr().out
+    assert main(["bench", str(saved_lenet[0]), "--steps", "1"]) == 2
+    assert "cnnzoo bench lenet5" in _one_line(capsys)

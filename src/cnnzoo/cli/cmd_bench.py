@@ -16,7 +16,7 @@ from rich.table import Table
 from ..errors import CnnzooError
 from ..perf.bench import BACKENDS, COLUMNS, MODES, BenchSettings, bench_model
 from ..perf.memory import huge_pages
-from ..registry import is_model, list_models
+from ..registry import default_cfg, is_model, list_models
 from ..resolve import resolve
 from ..weights.io import atomic_write
 
@@ -62,7 +62,12 @@ def _expand(patterns: list[str]) -> list[str]:
         else:
             # Resolved before anything is timed: an unknown name (with the closest names) or a
             # bad folder fails here, not after the models before it.
-            resolve(pat)
+            res = resolve(pat)
+            chans = res.in_chans or default_cfg(res.arch).input_size[0]
+            if not is_model(pat) and chans != 3:
+                # bench_model feeds 3-channel input to a model it is handed a builder for.
+                raise CnnzooError(f"{pat} takes {chans}-channel input: time its architecture, "
+                                  f"`cnnzoo bench {res.arch}` (weights do not change the timing)")
             names.append(pat)
     return list(dict.fromkeys(names))
 

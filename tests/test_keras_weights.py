@@ -19,7 +19,8 @@ from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group 
 
 from cnnzoo import create_model, model_card, save_pretrained  # noqa: E402
 from cnnzoo.errors import WeightsError  # noqa: E402
-from cnnzoo.weights.keras import TfSameConv2d, keras_url  # noqa: E402
+from cnnzoo.weights.keras import TfSameConv2d  # noqa: E402
+from cnnzoo.weights.keras_families import keras_url  # noqa: E402
 
 A = keras.applications
 # Keras on numpy 2 warns on every array it hands over; nothing of ours.

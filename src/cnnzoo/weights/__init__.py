@@ -203,7 +203,7 @@ def _locate(source, name: str | None, model: nn.Module | None = None) -> Weights
     if source is True:
         source = default_source(name or "")
     if source == "keras":  # keras.applications' own ImageNet file, cached as the others
-        from .keras import keras_url
+        from .keras_families import keras_url
         return str(fetch_url(keras_url(name or "", model)))
     if not isinstance(source, (str, os.PathLike)):
         raise WeightsError(f"pretrained must be a source name, a path, a URL or a state dict, "

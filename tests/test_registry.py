@@ -24,7 +24,9 @@ def test_duplicate_registration_raises():
 
 def test_list_models_takes_shell_wildcards_and_sorts_by_year():
     resnets = list_models("resnet*")
-    assert resnets[:5] == ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+    # Depth in numeric order; the paper's-v1 variants (resnet50_v1) sit beside their depth.
+    assert resnets[:6] == ["resnet18", "resnet34", "resnet50", "resnet50_v1", "resnet101",
+                           "resnet101_v1"]
     assert list_models("nosuch*") == []
     years = [model_card(n).year for n in list_models()]
     assert years == sorted(years)

@@ -17,6 +17,7 @@ _EXPORTS = {
     "model_card": "registry", "register_model": "registry",
     "summary": "inspect.summary",
     "optimize": "perf.optimize", "for_training": "perf.training",
+    "push_to_hub": "weights.hub", "save_pretrained": "weights.saved",
 }
 __all__ = sorted(_EXPORTS)
 

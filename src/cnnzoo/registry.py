@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -41,8 +42,13 @@ class ModelCard:
 
 
 @dataclass(frozen=True)
-class DefaultCfg:
-    """Input and head conventions of a model, as timm's pretrained_cfg and torchvision's weights."""
+class DefaultCfg(Mapping):
+    """Input and head conventions of a model, as timm's pretrained_cfg and torchvision's weights.
+
+    Read as attributes (``cfg.mean``) or, as timm reads its own, as a mapping (``cfg["mean"]``,
+    ``cfg.get("crop_mode")``): ``timm.data.resolve_data_config({}, model=m)`` then finds our
+    preprocessing instead of silently falling back to its defaults.
+    """
 
     input_size: tuple[int, int, int] = (3, 224, 224)
     num_classes: int = 1000
@@ -57,12 +63,31 @@ class DefaultCfg:
     # Whether the network takes any resolution >= min_size, or only input_size (fixed dense layers).
     fixed_size: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # The class names of the outputs, where the weights come with them (a saved model, a run).
+    label_names: tuple[str, ...] | None = None
+    # timm's name for the resize-then-centre-crop our eval transform does.
+    crop_mode: str = "center"
 
     def replace(self, **changes: Any) -> "DefaultCfg":
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    @classmethod
+    def _keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
 
 
 @dataclass(frozen=True)
@@ -128,17 +153,28 @@ def is_model(name: str) -> bool:
     return name in _REGISTRY
 
 
-def create_model(name: str, *, num_classes: int | None = None, in_chans: int | None = None,
-                 pretrained: str | None = None, features_only: bool = False,
+def create_model(source: str, *, num_classes: int | None = None, in_chans: int | None = None,
+                 pretrained: Any = None, features_only: bool = False,
                  out_indices: tuple[int, ...] | None = None, **kwargs: Any) -> nn.Module:
-    """Build a registered model.
+    """Build a model from wherever it comes from (``cnnzoo.resolve``).
 
-    ``num_classes`` and ``in_chans`` default to the model's own (1000 and 3 for ImageNet models,
-    10 and 1 for LeNet-5). ``pretrained`` is a weights source (see ``cnnzoo.weights``): with a
-    different ``num_classes`` the classifier is re-initialised and everything else loaded.
-    ``features_only=True`` returns the multi-scale feature maps of ``out_indices`` instead of
-    logits. Any other keyword goes to the family's builder (``attn='se'``, ``drop_path_rate``...).
+    ``source`` is a registered name, a saved-model folder (``save_pretrained``), a training run
+    folder, or ``'hf-hub:ORG/NAME[@REVISION]'``. ``num_classes`` and ``in_chans`` default to the
+    source's (1000 and 3 for ImageNet models, 10 and 1 for LeNet-5). ``pretrained`` is a weights
+    source for a registered name (see ``cnnzoo.weights``): with a different ``num_classes`` the
+    classifier is re-initialised and everything else loaded. ``features_only=True`` returns the
+    multi-scale feature maps of ``out_indices`` instead of logits. Any other keyword goes to the
+    family's builder (``attn='se'``, ``drop_path_rate``...).
     """
+    from .resolve import build, resolve
+    return build(resolve(source, num_classes=num_classes, in_chans=in_chans,
+                         pretrained=pretrained, **kwargs),
+                 features_only=features_only, out_indices=out_indices)
+
+
+def _instantiate(name: str, num_classes: int | None, in_chans: int | None,
+                 kwargs: dict[str, Any]) -> nn.Module:
+    """The registered architecture ``name``, freshly initialised, with its cfg and card."""
     entry = _entry(name)
     cfg = entry.cfg
     num_classes = cfg.num_classes if num_classes is None else int(num_classes)
@@ -153,10 +189,5 @@ def create_model(name: str, *, num_classes: int | None = None, in_chans: int | N
                                     input_size=(in_chans, *input_size))
     model.card = entry.card
     model.model_name = name
-    if pretrained:
-        from .weights import load_pretrained
-        load_pretrained(model, pretrained, name=name)
-    if features_only:
-        from .models.base import FeatureExtractor
-        model = FeatureExtractor(model, out_indices)
+    model.model_args = dict(kwargs)  # what save_pretrained writes down to rebuild it
     return model

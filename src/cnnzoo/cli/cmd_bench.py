@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -14,7 +16,8 @@ from rich.table import Table
 from ..errors import CnnzooError
 from ..perf.bench import BACKENDS, COLUMNS, MODES, BenchSettings, bench_model
 from ..memory import huge_pages
-from ..registry import list_models, model_card
+from ..registry import default_cfg, is_model, list_models
+from ..resolve import resolve
 from ..weights.io import atomic_write
 
 NAME = "bench"
@@ -23,7 +26,9 @@ ORDER = 60
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("models", nargs="+", metavar="MODEL", help="names or shell wildcards")
+    p.add_argument("models", nargs="+", metavar="MODEL",
+                   help="registered names or shell wildcards, saved-model or run folders, "
+                        "hf-hub:ORG/NAME")
     p.add_argument("-b", "--batch-size", type=int, default=None,
                    help="images per step (default: 256 on a GPU, as timm; 16 on a CPU)")
     p.add_argument("--img-size", type=int, default=None,
@@ -49,15 +54,33 @@ def configure(p: argparse.ArgumentParser) -> None:
 def _expand(patterns: list[str]) -> list[str]:
     names: list[str] = []
     for pat in patterns:
-        if any(c in pat for c in "*?["):
+        if any(c in pat for c in "*?[") and not os.path.exists(pat):
             found = list_models(pat)
             if not found:
                 raise CnnzooError(f"no registered model matches {pat!r}")
             names += found
         else:
-            model_card(pat)  # an unknown name fails here, with the closest names
+            # Resolved before anything is timed: an unknown name (with the closest names) or a
+            # bad folder fails here, not after the models before it.
+            res = resolve(pat)
+            chans = res.in_chans or default_cfg(res.arch).input_size[0]
+            if not is_model(pat) and chans != 3:
+                # bench_model feeds 3-channel input to a model it is handed a builder for.
+                raise CnnzooError(f"{pat} takes {chans}-channel input: time its architecture, "
+                                  f"`cnnzoo bench {res.arch}` (weights do not change the timing)")
             names.append(pat)
     return list(dict.fromkeys(names))
+
+
+def _bench(name: str, settings: BenchSettings, progress) -> dict:
+    """A registered name as bench_model builds it; any other source resolved once, here."""
+    if is_model(name):
+        return bench_model(name, settings, progress=progress)
+    from ..resolve import build
+    res = resolve(name, img_size=settings.img_size)
+    side = settings.img_size or (res.cfg.get("input_size") or (0, 224))[1]
+    return bench_model(name, replace(settings, img_size=side), progress=progress,
+                       build=lambda: build(res))
 
 
 def _settings(args: argparse.Namespace) -> BenchSettings:
@@ -123,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         for name in names:
             progress.update(models_task, description=f"{name}")
             progress.reset(steps_task)
-            row = bench_model(name, settings, progress=on_step)
+            row = _bench(name, settings, on_step)
             rows.append(row)
             progress.advance(models_task)
             # One line per finished model survives the transient bar, for long runs.

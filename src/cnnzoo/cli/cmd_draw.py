@@ -16,7 +16,8 @@ ORDER = 30
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="registered model name (see `cnnzoo list`)")
+    p.add_argument("model", help="a registered name (see `cnnzoo list`), a saved-model or "
+                                 "training run folder, or hf-hub:ORG/NAME[@REVISION]")
     p.add_argument("-o", "--output", required=True, metavar="FILE",
                    help="FILE.svg, FILE.png, FILE.pdf or FILE.dot")
     p.add_argument("--depth", default=None, metavar="N|auto",

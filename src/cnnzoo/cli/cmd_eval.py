@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import CnnzooError
 from ._types import positive_int
-from .cmd_predict import add_backend_options
+from .cmd_predict import MODEL_HELP, add_backend_options
 
 NAME = "eval"
 HELP = "evaluate weights on a dataset: top-1/top-5, loss, per-class accuracy, confusion matrix"
@@ -16,9 +16,13 @@ ORDER = 45
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="registered model name")
-    p.add_argument("--weights", required=True,
-                   help="a run folder, its checkpoint, or a .safetensors/.pth file")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("--weights",
+                   help="the trained weights of a registered MODEL: a run folder, its "
+                        "checkpoint, a saved model, or a .safetensors/.pth/.h5 file")
+    p.add_argument("--pretrained", metavar="SOURCE",
+                   help="a pretrained source for a registered MODEL ('torchvision', 'timm', "
+                        "'keras', a file or a URL)")
     p.add_argument("--data", help="dataset (default: the run's, scoring its held-out images)")
     p.add_argument("--split", choices=("held-out", "test"), default="held-out",
                    help="held-out: the run's held-out images (its split, val/ folder or "
@@ -81,7 +85,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..data import make_loader
-    from ..engine.build import resolve_weights, run_of
     from ..engine.distributed import setup
     from ..engine.evaluate import evaluate, plot_confusion
     from ..engine.predict import class_names
@@ -96,11 +99,12 @@ def run(args: argparse.Namespace) -> int:
     if ort and args.optimize:
         raise CnnzooError("--optimize is for the torch backend (ONNX Runtime folds BatchNorm "
                           "and lays out its tensors itself)")
-    weights = resolve_weights(args.weights)
-    run_dir = run_of(weights)
-    args.run = str(run_dir) if run_dir else None
-    args.pretrained = None
-    model, config = load_model(args)
+    if args.weights and args.pretrained:
+        raise CnnzooError("give --weights or --pretrained, not both")
+    model, resolved = load_model(args)
+    config = resolved.run_config
+    run_dir = resolved.origin if config else None
+    args.run = run_dir
     source, dataset, which = _dataset(args, config, model)
     n_out = model.default_cfg.num_classes
     if source.num_classes != n_out:
@@ -117,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         model.to(memory_format=torch.channels_last)
     if ort:
         from ..perf.onnxrt import onnxruntime_model
-        model = onnxruntime_model(model, args.model)
+        model = onnxruntime_model(model, model.model_name)
     loader = make_loader(dataset, batch_size=args.batch_size, train=False, seed=0)
     optimized = None
     if args.optimize:

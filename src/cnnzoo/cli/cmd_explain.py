@@ -10,8 +10,9 @@ import sys
 from ..errors import CnnzooError
 from ..inspect.explain import (feature_maps, grad_cam, load_image, resize_map, save_grid,
                                save_overlay)
-from ..registry import create_model, default_cfg
-from ..weights import load_into, load_state_dict
+from ..registry import is_model
+from ..resolve import load
+from .cmd_predict import MODEL_HELP
 
 NAME = "explain"
 HELP = "feature maps of the stages and a Grad-CAM heat map of an image"
@@ -19,10 +20,11 @@ ORDER = 60
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="registered model name (see `cnnzoo list`)")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("image", help="an image file (png, jpg ...)")
     p.add_argument("--weights", metavar="W",
-                   help=".safetensors or .pth file; without it the network is untrained")
+                   help="for a registered MODEL: a run folder, a saved model or a .safetensors/"
+                        ".pth/.h5 file; without it the network is untrained")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the pictures")
     p.add_argument("--stages", metavar="I,J", default=None,
                    help="feature_info indices to show as grids (default: all stages)")
@@ -34,15 +36,10 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def _model(name: str, weights: str | None):
-    if weights is None:
+    if weights is None and is_model(name):
         print(f"cnnzoo: no --weights given: {name} is randomly initialised, so the pictures show "
               f"an untrained network", file=sys.stderr)
-        return create_model(name)
-    state = load_state_dict(weights)
-    fc = state.get(default_cfg(name).classifier + ".weight")
-    model = create_model(name, num_classes=fc.shape[0] if fc is not None else None)
-    load_into(model, state, source=weights)
-    return model
+    return load(name, weights=weights)[0]
 
 
 def _stages(spec: str | None, n: int) -> list[int]:

@@ -13,15 +13,27 @@ ORDER = 50
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="registered model name")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--weights", help="a run folder, its checkpoint, or a .safetensors/.pth file")
-    src.add_argument("--pretrained", metavar="SOURCE", help="a pretrained source for create_model")
+    add_weights_options(p)
     p.add_argument("-k", "--top-k", type=positive_int, default=5)
     p.add_argument("--img-size", type=positive_int, help="input side, for a bare weights file")
     add_backend_options(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+MODEL_HELP = ("a registered name (with --weights or --pretrained), a saved-model or training run "
+              "folder, or hf-hub:ORG/NAME[@REVISION]")
+
+
+def add_weights_options(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--weights", help="the trained weights of a registered MODEL: a run folder, "
+                                       "its checkpoint, a saved model, or a .safetensors/.pth/"
+                                       ".h5 file")
+    src.add_argument("--pretrained", metavar="SOURCE",
+                     help="a pretrained source for a registered MODEL ('torchvision', 'timm', "
+                          "'keras', a file or a URL)")
 
 
 def add_backend_options(p: argparse.ArgumentParser) -> None:
@@ -38,31 +50,18 @@ def check_backend_options(args: argparse.Namespace) -> None:
         raise CnnzooError("--channels-last is a torch layout; ONNX Runtime picks its own")
 
 
-def load_model(args: argparse.Namespace):
-    """(model, run config or None) from --weights (run or file) or --pretrained."""
-    from ..engine.build import (classifier_classes, load_run_model, model_kwargs,
-                                resolve_weights, run_of, with_input_size)
-    from ..registry import create_model
-    from ..weights import load_pretrained
-    from ..weights.io import load_state_dict
+def load_model(args: argparse.Namespace, *, trained: bool = True):
+    """``(model, Resolved)`` for MODEL and its --weights/--pretrained, through the one resolver;
+    ``trained`` refuses a bare registered name, whose random weights predict nothing."""
+    from ..registry import is_model
+    from ..resolve import load
 
-    kwargs = model_kwargs(args.model, args.img_size)
-    if args.pretrained:
-        model = create_model(args.model, pretrained=args.pretrained, **kwargs)
-        return with_input_size(model, args.img_size), None
-    weights = resolve_weights(args.weights)
-    run = run_of(weights)
-    if run is not None:
-        model, config = load_run_model(run, weights)
-        if config["train"]["model"] != args.model:
-            raise CnnzooError(f"{run} holds a {config['train']['model']}, not a {args.model}")
-        return model, config
-    state = load_state_dict(weights)
-    num_classes = classifier_classes(state, args.model)
-    model = create_model(args.model, num_classes=num_classes, **kwargs)
-    # Through the shared loader, so a torchvision- or timm-named file works as well as ours.
-    load_pretrained(model, state, name=args.model)
-    return with_input_size(model, args.img_size), None
+    weights, pretrained = getattr(args, "weights", None), getattr(args, "pretrained", None)
+    if trained and is_model(args.model) and not (weights or pretrained):
+        raise CnnzooError(f"{args.model} is an untrained architecture: give --weights or "
+                          f"--pretrained, or a saved model, run folder or hf-hub: source")
+    return load(args.model, weights=weights, pretrained=pretrained,
+                img_size=getattr(args, "img_size", None))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,14 +73,15 @@ def run(args: argparse.Namespace) -> int:
         raise CnnzooError(f"--top-k must be at least 1, got {args.top_k}")
     check_backend_options(args)
     images = [open_image(p) for p in args.images]
-    model, config = load_model(args)
+    model, resolved = load_model(args)
+    config = resolved.run_config
     cfg = model.default_cfg
     kind = (config or {}).get("data_kind") or ("digits" if cfg.input_size[0] == 1 else "photo")
     transform = build_transform(cfg, train=False, kind=kind)
-    names = class_names(cfg.num_classes, config)
+    names = list(cfg.label_names) if cfg.label_names else class_names(cfg.num_classes, config)
     if args.backend == "onnxruntime":
         from ..perf.onnxrt import onnxruntime_model
-        model = onnxruntime_model(model, args.model)
+        model = onnxruntime_model(model, model.model_name)
     results = predict(model, images, transform, k=args.top_k, channels_last=args.channels_last)
     if args.json:
         print(json.dumps([{"image": path, "top": [{"class": names[i], "index": i, "prob": p}

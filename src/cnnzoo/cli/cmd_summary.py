@@ -17,7 +17,8 @@ ORDER = 20
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="registered model name (see `cnnzoo list`)")
+    p.add_argument("model", help="a registered name (see `cnnzoo list`), a saved-model or "
+                                 "training run folder, or hf-hub:ORG/NAME[@REVISION]")
     p.add_argument("--input-size", nargs=3, type=int, metavar=("C", "H", "W"),
                    help="input channels, height and width (default: the model's own)")
     p.add_argument("--depth", type=int, default=4, metavar="N",

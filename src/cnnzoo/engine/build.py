@@ -7,12 +7,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from ..errors import CnnzooError, InputSizeError, WeightsError
+from ..errors import CnnzooError, InputSizeError
 from ..registry import create_model, default_cfg
-from .run_dir import require_run
 
 
 @dataclass
@@ -131,69 +129,31 @@ def with_input_size(model: nn.Module, img_size: int | None) -> nn.Module:
     return model
 
 
-def resolve_weights(source: str) -> Path:
-    """A weights file, or a run folder (its best weights, else its last)."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        require_run(path)
-        for name in ("best.safetensors", "last.safetensors"):
-            if (path / name).exists():
-                return path / name
-        raise WeightsError(f"run folder {path} holds no weights yet")
-    if not path.exists():
-        raise WeightsError(f"weights file not found: {path}")
-    return path
-
-
-def run_of(weights: Path) -> Path | None:
-    """The run folder a weights file belongs to, if any."""
-    folder = weights.parent
-    return folder if (folder / "config.json").is_file() else None
-
-
 def build_model(cfg: TrainConfig, num_classes: int,
                 load_pretrained: bool = True) -> tuple[nn.Module, list[str]]:
     """The run's model with ``num_classes`` outputs; with ``--pretrained`` every tensor but a
     classifier of another size is loaded (a new head, as fine-tuning wants). Returns the model and
     the loader's notes for the user (a re-initialised head, adapted input channels)."""
+    from ..weights import PretrainedWarning
+
     kwargs = model_kwargs(cfg.model, cfg.img_size, cfg.model_kwargs)
-    model = create_model(cfg.model, num_classes=num_classes, in_chans=cfg.in_chans, **kwargs)
-    notes: list[str] = []
-    if cfg.pretrained and load_pretrained:
-        # Through the one loader every entry point shares: named sources, URLs and files in our,
-        # torchvision's or timm's naming. The trainer reports what was re-initialised itself.
-        from ..weights import PretrainedWarning
-        from ..weights import load_pretrained as load_source
-        source = cfg.pretrained
-        if Path(source).expanduser().is_dir():
-            source = str(resolve_weights(source))
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", PretrainedWarning)
-            load_source(model, source, name=cfg.model)
-        notes = [str(w.message) for w in caught if issubclass(w.category, PretrainedWarning)]
+    # Through the one resolver: named sources, URLs, files in our, torchvision's, timm's or
+    # Keras's naming, saved models, runs and the Hub. The trainer reports what was
+    # re-initialised itself.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PretrainedWarning)
+        model = create_model(cfg.model, num_classes=num_classes, in_chans=cfg.in_chans,
+                             pretrained=cfg.pretrained if load_pretrained else None, **kwargs)
+    notes = [str(w.message) for w in caught if issubclass(w.category, PretrainedWarning)]
     return with_input_size(model, cfg.img_size), notes
 
 
 def load_run_model(run: Path, weights: Path | None = None) -> tuple[nn.Module, dict]:
     """Rebuild a trained model from its run folder (config.json) and load its weights."""
-    from ..weights import load_into
-    from ..weights.io import load_state_dict
+    from ..resolve import load
 
-    config = require_run(run)
-    cfg = TrainConfig.from_dict(config["train"])
-    kwargs = model_kwargs(cfg.model, cfg.img_size, cfg.model_kwargs)
-    model = create_model(cfg.model, num_classes=len(config["classes"]), in_chans=cfg.in_chans,
-                         **kwargs)
-    model = with_input_size(model, cfg.img_size)
-    weights = weights or resolve_weights(str(run))
-    load_into(model, load_state_dict(weights), source=str(weights))
-    return model, config
-
-
-def classifier_classes(state: dict[str, torch.Tensor], model_name: str) -> int | None:
-    """Number of classes a bare weights file was trained for (its classifier's rows)."""
-    key = default_cfg(model_name).classifier + ".weight"
-    return int(state[key].shape[0]) if key in state else None
+    model, resolved = load(str(weights or run))
+    return model, resolved.run_config
 
 
 def check_choice(value: str, choices, what: str) -> None:

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+
+from .counts import flop_counter
 
 
 @dataclass
@@ -162,7 +163,7 @@ def summary(model: nn.Module, input_size: tuple[int, ...] | None = None,
     start: dict[str, list[int]] = {}
     leaf_bytes = [0]
     seen: dict = {}
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter(model)  # deformable convs counted too
     handles = []
     for name, m in model.named_modules():
         is_leaf = not list(m.children())

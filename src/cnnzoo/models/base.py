@@ -49,6 +49,11 @@ class ZooNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    @property
+    def pretrained_cfg(self):
+        """timm's name for ``default_cfg``: timm's data helpers read this one."""
+        return getattr(self, "default_cfg", None)
+
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
@@ -86,6 +91,7 @@ class FeatureExtractor(nn.Module):
         self.out_indices = out_indices
         self.feature_info = [info[i] for i in out_indices]
         self.default_cfg = getattr(model, "default_cfg", None)
+        self.pretrained_cfg = self.default_cfg
         self.card = getattr(model, "card", None)
         self.model_name = getattr(model, "model_name", None)
         self._modules_wanted = [info[i]["module"] for i in out_indices]

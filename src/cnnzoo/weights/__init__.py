@@ -7,7 +7,9 @@
   checksum, read from (or downloaded into) the torch hub cache;
 - a local ``.safetensors`` file, or a ``.pth``/``.pt`` read with ``torch.load(weights_only=True)``
   only (a pickle cannot run code here);
-- an ``http(s)://`` URL, cached like torch.hub caches it.
+- an ``http(s)://`` URL, cached like torch.hub caches it;
+- ``'keras'`` (keras.applications' ImageNet file of the model, from its official URL) or a Keras
+  ``.h5`` / ``.weights.h5`` file, converted by ``keras.py`` (h5py only).
 
 Whatever the file's naming (ours, torchvision's or timm's), ``to_ours`` renames it through the
 tables of ``mapping.py``. A file for another architecture is an error; a classifier of another
@@ -159,14 +161,21 @@ def load_pretrained(model: nn.Module, source: str | bool | os.PathLike | Mapping
     """
     name = name or getattr(model, "model_name", None)
     src: WeightsSource | None = None
+    keras = False
     if isinstance(source, Mapping):  # e.g. a torchvision model's state_dict(), already in memory
         state, described = dict(source), "the given state dict"
     else:
-        path = _locate(source, name)
+        path = _locate(source, name, model)
         if isinstance(path, WeightsSource):
             src, path = path, fetch_source(path)
-        state, described = load_state_dict(path), src.spec if src else str(path)
-    state, naming = to_ours(model, name, state, prefer=src.source if src else None)
+        keras = str(path).endswith(KERAS_SUFFIXES)
+        if keras:  # named by Keras's layers: converted by the family's plan, not renamed
+            from .keras import load_keras
+            state, described = load_keras(model, path, name), str(path)
+        else:
+            state, described = load_state_dict(path), src.spec if src else str(path)
+    state, naming = (state, "keras") if keras else \
+        to_ours(model, name, state, prefer=src.source if src else None)
     notes = [n for n in [_adapt_first_conv(model, state)] if n]
     classifier = getattr(getattr(model, "default_cfg", None), "classifier", None)
     theirs = state.get(f"{classifier}.weight") if classifier else None
@@ -186,10 +195,16 @@ def load_pretrained(model: nn.Module, source: str | bool | os.PathLike | Mapping
     return skipped
 
 
-def _locate(source, name: str | None) -> WeightsSource | str:
+KERAS_SUFFIXES = (".h5", ".hdf5")
+
+
+def _locate(source, name: str | None, model: nn.Module | None = None) -> WeightsSource | str:
     """A named source's table row, or the local path of a file or (downloaded) URL."""
     if source is True:
         source = default_source(name or "")
+    if source == "keras":  # keras.applications' own ImageNet file, cached as the others
+        from .keras_families import keras_url
+        return str(fetch_url(keras_url(name or "", model)))
     if not isinstance(source, (str, os.PathLike)):
         raise WeightsError(f"pretrained must be a source name, a path, a URL or a state dict, "
                            f"got {type(source).__name__}")
@@ -199,7 +214,7 @@ def _locate(source, name: str | None) -> WeightsSource | str:
     if source.startswith(("http://", "https://")):
         return str(fetch_url(source))
     if os.path.exists(source) or os.sep in source or \
-            source.endswith((".safetensors", ".pth", ".pt", ".bin")):
+            source.endswith((".safetensors", ".pth", ".pt", ".bin", *KERAS_SUFFIXES)):
         return source
     raise WeightsError(f"unknown weights source {source!r} for {name or 'the model'}: give "
-                       f"'torchvision', 'timm', a URL or a .safetensors/.pth file")
+                       f"'torchvision', 'timm', 'keras', a URL or a .safetensors/.pth/.h5 file")

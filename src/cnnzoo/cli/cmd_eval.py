@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
     if ort:
-        from ..perf.onnxrt import onnxruntime_model
+        from ..perf.optimize import onnxruntime_model
         model = onnxruntime_model(model, model.model_name)
     loader = make_loader(dataset, batch_size=args.batch_size, train=False, seed=0)
     optimized = None

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     transform = build_transform(cfg, train=False, kind=kind)
     names = list(cfg.label_names) if cfg.label_names else class_names(cfg.num_classes, config)
     if args.backend == "onnxruntime":
-        from ..perf.onnxrt import onnxruntime_model
+        from ..perf.optimize import onnxruntime_model
         model = onnxruntime_model(model, model.model_name)
     results = predict(model, images, transform, k=args.top_k, channels_last=args.channels_last)
     if args.json:

@@ -35,15 +35,28 @@ class OptimizeReport:
     amp: str | None = None
     # Median step time (ms) of each candidate measured, by candidate name.
     timings_ms: dict[str, float] = field(default_factory=dict)
-    # The passes the returned model runs, in the order applied, each with its count.
-    passes: list[str] = field(default_factory=list)
+    # Counted on the returned model: SE/CBAM gate convs run as GEMMs, pools on oneDNN's
+    # kernels, BatchNorms and SE gates in place (ONNX Runtime runs none of them).
+    gemm_gates: int = 0
+    onednn_pools: int = 0
+    inplace: int = 0
 
-    def describe(self) -> str:
-        parts = [f"{self.folded} BN folded"]
-        if self.preact:
-            parts.append(f"{self.preact} BN-ReLU folded into the next conv")
+    @property
+    def passes(self) -> list[str]:
+        """What the returned model runs, pass by pass, in the order ``optimize`` applied them."""
+        torch_run = not self.onnxruntime
+        parts = []
+        if self.gemm_gates and torch_run:
+            parts.append(f"{self.gemm_gates} gate convs as GEMMs")
+        if self.onednn_pools and torch_run:
+            parts.append(f"{self.onednn_pools} pools on oneDNN")
+        parts.append(f"{self.folded} BN folded")
         if self.buffered:
             parts.append(f"{self.buffered} dense blocks on one buffer each")
+        if self.preact:
+            parts.append(f"{self.preact} BN-ReLU folded into the next conv")
+        if self.inplace and torch_run:
+            parts.append(f"{self.inplace} BatchNorm/SE in place")
         parts.append("channels_last" if self.channels_last else "NCHW")
         if self.amp:
             parts.append(self.amp)
@@ -55,11 +68,14 @@ class OptimizeReport:
             parts.append(f"first {self.early[0]} body pieces {self.early[1]} at a time")
         if self.micro_batch:
             parts.append(f"micro-batches of {self.micro_batch}")
-        if self.onnxruntime:
-            parts.append("onnxruntime")
         if self.compiled:
             parts.append(f"compiled ({self.compiled})")
-        return ", ".join(parts)
+        if self.onnxruntime:
+            parts.append("onnxruntime")
+        return parts
+
+    def describe(self) -> str:
+        return ", ".join(self.passes)
 
 
 class InferenceModel(nn.Module):

@@ -360,37 +360,11 @@ class _Search:
             report.buffered = 0
         report.amp = (f"{str(self.amp_dtype).removeprefix('torch.')} "
                       f"{'weights cast' if best.cast else 'autocast'}") if self.amp_dtype else None
-        report.passes = _passes(best, report)
+        m = best.model
+        report.gemm_gates = sum(isinstance(c, PooledConv2d) and c.as_matmul for c in m.modules())
+        report.onednn_pools = count_pools(m)
+        report.inplace = count_inplace(m)
         return best
-
-
-def _passes(best: InferenceModel, report: OptimizeReport) -> list[str]:
-    """What the returned model runs, pass by pass, in the order they were applied."""
-    m = best.model
-    gemms = sum(isinstance(c, PooledConv2d) and c.as_matmul for c in m.modules())
-    found = [("gates as GEMMs", gemms, not report.onnxruntime),
-             ("oneDNN pooling", count_pools(m), not report.onnxruntime),
-             ("BatchNorm folded", report.folded, True),
-             ("dense blocks on one buffer", report.buffered, True),
-             ("BN-ReLU folded into the next conv", report.preact, True),
-             ("in place (BatchNorm, SE)", count_inplace(m), not report.onnxruntime)]
-    passes = [f"{name} ({n})" for name, n, applies in found if n and applies]
-    passes.append("channels_last" if report.channels_last else "NCHW")
-    if report.amp:
-        passes.append(report.amp)
-    if report.onednn:
-        passes.append(f"oneDNN fusion ({report.onednn})")
-    if report.nnpack:
-        passes.append(f"NNPACK ({report.nnpack})")
-    if report.early:
-        passes.append(f"early slices ({report.early[0]} pieces, {report.early[1]} rows)")
-    if report.micro_batch:
-        passes.append(f"micro-batches of {report.micro_batch}")
-    if report.compiled:
-        passes.append(f"torch.compile ({report.compiled})")
-    if report.onnxruntime:
-        passes.append("onnxruntime")
-    return passes
 
 
 def optimize(model: nn.Module, *, example: torch.Tensor | None = None, batch_size: int = 8,

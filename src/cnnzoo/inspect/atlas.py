@@ -45,8 +45,8 @@ class AtlasRow:
     error: str | None = None
 
 
-def measure(name: str, *, runs: int = 3, latency: bool = True,
-            threads: int = 1) -> tuple[AtlasRow, str | None]:
+def measure(name: str, *, runs: int = 3, latency: bool = True, threads: int = 1,
+            settings: dict | None = None) -> tuple[AtlasRow, str | None]:
     """One model's row and its diagram as Graphviz source (None if it could not be traced)."""
     card, cfg = model_card(name), default_cfg(name)
     row = AtlasRow(name, card.family, card.year, card.paper, card.url, card.innovation, card.top1,
@@ -54,7 +54,7 @@ def measure(name: str, *, runs: int = 3, latency: bool = True,
     source = None
     try:
         with on_meta():
-            model = create_model(name)
+            model = create_model(name, **(settings or {}))
         row.params = count_params(model)
         row.macs = count_macs(model)
         graph = trace(model)
@@ -63,13 +63,14 @@ def measure(name: str, *, runs: int = 3, latency: bool = True,
                         f"{name}  ({'x'.join(map(str, row.input_size))} input)")
         del model, graph
         if latency:
-            row.latency_ms = cpu_latency_ms(name, runs, threads)
+            row.latency_ms = cpu_latency_ms(name, runs, threads, settings)
     except Exception as exc:  # one broken model must not hide the others
         row.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     return row, source
 
 
-def cpu_latency_ms(name: str, runs: int = 3, threads: int = 1) -> float:
+def cpu_latency_ms(name: str, runs: int = 3, threads: int = 1,
+                   settings: dict | None = None) -> float:
     """Median wall time of one forward pass of one image on the CPU, after one warm-up pass.
 
     One thread by default, as the MobileNet and EfficientNet papers time single-threaded
@@ -77,7 +78,7 @@ def cpu_latency_ms(name: str, runs: int = 3, threads: int = 1) -> float:
     processes share the CPU (with two threads and a busy neighbour, every layer's thread
     barrier waits on a descheduled thread, which made ResNet-18 ten times slower here).
     """
-    model = create_model(name).eval()
+    model = create_model(name, **(settings or {})).eval()
     x = torch.randn(1, *default_cfg(name).input_size)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -95,7 +96,8 @@ def cpu_latency_ms(name: str, runs: int = 3, threads: int = 1) -> float:
 
 
 def build_atlas(out_dir: str | Path, pattern: str = "*", *, quick: bool = False, runs: int = 3,
-                threads: int = 1, log: Callable[[str], None] = print) -> Path:
+                threads: int = 1, settings: dict | None = None,
+                log: Callable[[str], None] = print) -> Path:
     """Measure every model matching ``pattern`` and write ``out_dir``/index.html and its charts.
 
     ``quick`` skips the latency (the only part that runs real arithmetic) for tests and previews.
@@ -106,7 +108,8 @@ def build_atlas(out_dir: str | Path, pattern: str = "*", *, quick: bool = False,
     rows, diagrams = [], {}
     started = time.perf_counter()
     for i, name in enumerate(names, start=1):
-        row, source = measure(name, runs=runs, latency=not quick, threads=threads)
+        row, source = measure(name, runs=runs, latency=not quick, threads=threads,
+                              settings=settings)
         svg = render_svg_text(source) if source else None
         if source:
             (out / "diagrams" / f"{name}.dot").write_text(source)

@@ -194,3 +194,67 @@ def _to_model_graph(model, input_size, gm: fx.GraphModule, module_outputs) -> Mo
 ADD_OPS = (operator.add, operator.iadd, torch.add, "add", "add_")
 MUL_OPS = (operator.mul, operator.imul, torch.mul, "mul", "mul_")
 CAT_OPS = (torch.cat, torch.concat, "cat")
+
+
+def module_input_size(model: nn.Module, path: str,
+                      input_size: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """The shape (without the batch) of what ``model``'s module at ``path`` receives, found by
+    one pass of the whole model (free on the meta device).
+
+    A module that is never called in inference, or that takes more than one tensor, is a
+    ``CnnzooError``: it has no single input to draw from.
+    """
+    from ..errors import CnnzooError
+
+    module = find_module(model, path)
+    if input_size is None:
+        input_size = tuple(model.default_cfg.input_size)
+    seen: list = []
+
+    def grab(_m, args):
+        if not seen:
+            seen.append(args)
+
+    handle = module.register_forward_pre_hook(grab)
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), meta_norms(device):
+            model(torch.zeros(1, *input_size, device=device))
+    finally:
+        handle.remove()
+        model.train(was_training)
+    if not seen:
+        raise CnnzooError(f"module {path!r} is not called in inference, so it has no input "
+                          f"to draw it from")
+    tensors = [a for a in seen[0] if isinstance(a, torch.Tensor)]
+    if len(tensors) != 1 or len(tensors) != len(seen[0]):
+        raise CnnzooError(f"module {path!r} takes {len(seen[0])} inputs, not one tensor; "
+                          f"draw the module around it")
+    return tuple(tensors[0].shape[1:])
+
+
+def find_module(model: nn.Module, path: str) -> nn.Module:
+    """``model.get_submodule(path)``, with a wrong path said in one line with close names."""
+    import difflib
+
+    from ..errors import CnnzooError
+
+    names = [n for n, _ in model.named_modules() if n]
+    if path not in names:
+        close = difflib.get_close_matches(path, names, n=3, cutoff=0.6)
+        tops = ", ".join(dict.fromkeys(n.split(".")[0] for n in names))
+        hint = f"did you mean {', '.join(close)}?" if close else f"its top-level modules: {tops}"
+        raise CnnzooError(f"{getattr(model, 'model_name', type(model).__name__)} has no module "
+                          f"{path!r}; {hint}")
+    return model.get_submodule(path)
+
+
+def trace_module(model: nn.Module, path: str,
+                 input_size: tuple[int, ...] | None = None) -> ModelGraph:
+    """The graph of one module of ``model`` at every layer, with the shapes it sees inside the
+    whole network at ``input_size`` (the model's own by default)."""
+    shape = module_input_size(model, path, input_size)
+    return trace(model.get_submodule(path), shape)

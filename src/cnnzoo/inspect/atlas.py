@@ -95,8 +95,27 @@ def cpu_latency_ms(name: str, runs: int = 3, threads: int = 1,
     return statistics.median(times)
 
 
+def _blocks(out: Path, log: Callable[[str], None]) -> tuple[list[dict], dict[str, str]]:
+    """"The evolution of the block": each block's numbers, and its diagram under blocks/."""
+    from .blocks import evolution_of_the_block
+
+    (out / "blocks").mkdir(exist_ok=True)
+    rows, svgs = [], {}
+    for b in evolution_of_the_block():
+        row = asdict(b)
+        dot = row.pop("dot")
+        (out / "blocks" / f"{b.key}.dot").write_text(dot)
+        svg = render_svg_text(dot)
+        if svg:
+            (out / "blocks" / f"{b.key}.svg").write_text(svg)
+            svgs[b.key] = svg
+        rows.append(row)
+    log(f"drew {len(rows)} blocks")
+    return rows, svgs
+
+
 def build_atlas(out_dir: str | Path, pattern: str = "*", *, quick: bool = False, runs: int = 3,
-                threads: int = 1, settings: dict | None = None,
+                threads: int = 1, settings: dict | None = None, with_blocks: bool = True,
                 log: Callable[[str], None] = print) -> Path:
     """Measure every model matching ``pattern`` and write ``out_dir``/index.html and its charts.
 
@@ -132,8 +151,10 @@ def build_atlas(out_dir: str | Path, pattern: str = "*", *, quick: bool = False,
                    latency="not measured (--quick)" if quick else
                    f"batch 1, {threads} thread{'s' if threads > 1 else ''}, median of {runs} "
                    f"runs after a warm-up")
-    (out / "atlas.json").write_text(json.dumps(dict(machine=machine, models=data), indent=2))
+    blocks, block_svgs = _blocks(out, log) if with_blocks else ([], {})
+    (out / "atlas.json").write_text(json.dumps(dict(machine=machine, models=data,
+                                                    blocks=blocks), indent=2))
     from .atlas_html import page
-    (out / "index.html").write_text(page(data, figures, diagrams, machine))
+    (out / "index.html").write_text(page(data, figures, diagrams, machine, blocks, block_svgs))
     log(f"wrote {out / 'index.html'} ({len(rows)} models, {time.perf_counter() - started:.0f} s)")
     return out / "index.html"

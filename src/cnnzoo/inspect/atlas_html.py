@@ -24,6 +24,13 @@ tr:hover td { background: #fafaf0; }
 .meta { color: #555; font-size: .88rem; }
 .err { color: #a00; }
 details summary { cursor: pointer; color: #2a5db0; margin: .3rem 0; }
+.block { display: grid; grid-template-columns: minmax(260px, 44%) 1fr; gap: 1.2rem;
+         border-top: 1px solid #e4e4e4; padding: 1rem 0; align-items: start; }
+.block .diag img { max-width: 100%; max-height: 760px; display: block; margin: 0 auto; }
+.block h4 { margin: 0 0 .3rem; font-size: 1.1rem; } .block h4 span { color: #777; font-weight: normal; }
+.block ul { margin: .4rem 0; padding-left: 1.1rem; font-size: .9rem; } .block li { margin: .3rem 0; }
+.block .idea { font-size: 1rem; }
+.saving { font-weight: bold; color: #1b6e20; } .costlier { font-weight: bold; color: #9a4b00; }
 details img { max-width: 100%; }
 """
 
@@ -117,8 +124,63 @@ def _model_section(r: dict, diagram: str | None) -> str:
     return "\n".join(parts)
 
 
+def _count(n: int) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= div:
+            return f"{n / div:.3g}{unit}"
+    return str(n)
+
+
+def _ratio_words(ours: int, theirs: int, share: bool) -> str:
+    if theirs == 0:
+        return "–"
+    r = ours / theirs
+    if share:
+        return f"{100 * r:.3g}% of it"
+    if r < 1:
+        return f'<span class="saving">{100 * (1 - r):.0f}% fewer</span>'
+    return f'<span class="costlier">{r:.2g}× as many</span>'
+
+
+def _comparison(c: dict) -> str:
+    o, t = c["ours"], c["theirs"]
+    return (f'<li>{_e(c["text"])}: <b>{_e(c["ours_label"])}</b> {o["params"]:,} params, '
+            f'{_count(o["macs"])} MACs; <b>{_e(c["theirs_label"])}</b> {t["params"]:,} params, '
+            f'{_count(t["macs"])} MACs → params {_ratio_words(o["params"], t["params"], c["share"])}'
+            f', MACs {_ratio_words(o["macs"], t["macs"], c["share"])}.</li>')
+
+
+def _block(b: dict, svg: str | None) -> str:
+    shape = "×".join(map(str, b["input_shape"]))
+    out = "×".join(map(str, b["output_shape"] or ()))
+    variant = "".join(f" --set {k}={v!r}" for k, v in b["settings"].items())
+    diagram = (f'<div class="diag">{_svg_img(svg, b["title"] + " diagram")}</div>' if svg else
+               '<div class="diag"><p class="meta">no diagram: Graphviz `dot` is not installed'
+               '</p></div>')
+    items = "".join(_comparison(c) for c in b["comparisons"])
+    return (f'<div class="block" id="b-{_e(b["key"])}" data-block="{_e(b["key"])}">{diagram}'
+            f'<div class="text"><h4>{_e(b["title"])} <span>{b["year"]}, {_e(b["family"])}</span>'
+            f'</h4><p class="idea">{_e(b["idea"])}</p>'
+            f'<p class="meta"><a href="#m-{_e(b["model"])}">{_e(b["model"])}</a>'
+            f'<code>.{_e(b["path"])}</code> ({_e(b["cls"])}), {shape} in → {out} out: '
+            f'<b>{b["cost"]["params"]:,} params</b>, <b>{_count(b["cost"]["macs"])} MACs</b></p>'
+            + (f"<ul>{items}</ul>" if items else "") +
+            f'<p class="meta">Drawn by <code>cnnzoo draw {_e(b["model"])}{_e(variant)} --module '
+            f'{_e(b["path"])}</code>.</p></div></div>')
+
+
+def blocks_section(blocks: list[dict], svgs: dict[str, str]) -> str:
+    if not blocks:
+        return ""
+    return ('<h2 id="blocks">The evolution of the block</h2><p>Each family\'s defining block, '
+            'in the order of the papers, drawn from the registered model\'s own module with the '
+            'shapes it sees there. Params and MACs are counted on that module at that input; '
+            'where a block replaced an earlier design, it is set against that design built at '
+            'the same widths.</p>' + "\n".join(_block(b, svgs.get(b["key"])) for b in blocks))
+
+
 def page(rows: list[dict], figures: dict[str, str | None], diagrams: dict[str, str],
-         machine: dict) -> str:
+         machine: dict, blocks: list[dict] = (), block_svgs: dict[str, str] | None = None) -> str:
     rows = sorted(rows, key=lambda r: (r["year"], r["family"], r["name"]))
     families: dict[str, list[dict]] = {}
     for r in rows:
@@ -159,10 +221,12 @@ def page(rows: list[dict], figures: dict[str, str | None], diagrams: dict[str, s
 <p>{len(rows)} models of {len(families)} families, from {rows[0]["year"] if rows else "?"} to
 {rows[-1]["year"] if rows else "?"}, built by <code>cnnzoo</code> and measured on one machine.
 {measured}</p>
-<nav><a href="#timeline">timeline</a><a href="#charts">charts</a><a href="#table">table</a>
+<nav><a href="#timeline">timeline</a><a href="#blocks">blocks</a><a href="#charts">charts</a>
+<a href="#latency">FLOPs are not latency</a><a href="#table">table</a>
 <a href="#families">models and diagrams</a></nav>
 <h2 id="timeline">Timeline</h2>
 {figs[0] if figs else "<p>no chart: no model could be measured</p>"}
+{blocks_section(list(blocks), block_svgs or {})}
 <h2 id="charts">Accuracy, size and compute</h2>
 {"".join(figs[1:])}
 <h2 id="table">All models</h2>

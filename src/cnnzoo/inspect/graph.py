@@ -75,10 +75,11 @@ def _is_torch_layer(m: nn.Module) -> bool:
 
 
 class _Tracer(LayerTracer):
-    def __init__(self, leaves: set[str], atomic: bool):
+    def __init__(self, leaves: set[str], atomic: bool, guess_bools: bool = False):
         super().__init__()
         self.leaves = leaves
         self.atomic = atomic
+        self.guess_bools = guess_bools
         self.module_outputs: dict[str, str] = {}
         self.failed_at: str | None = None
 
@@ -86,6 +87,12 @@ class _Tracer(LayerTracer):
         if qualname in self.leaves or (self.atomic and is_atomic(m)):
             return True
         return super().is_leaf_module(m, qualname)
+
+    def to_bool(self, obj):
+        # Only the root module can need this (any other is retried as a leaf): a drawn block
+        # whose own forward asks a tensor a question (is it channels-last?) takes the False
+        # branch, the plain one.
+        return False if self.guess_bools else super().to_bool(obj)
 
     def call_module(self, m, forward, args, kwargs):
         path = self.path_of_module(m)
@@ -121,11 +128,19 @@ def trace(model: nn.Module, input_size: tuple[int, ...] | None = None, *,
 
 def _trace(model: nn.Module, input_size: tuple[int, ...], atomic: bool) -> ModelGraph:
     leaves: set[str] = set()
+    guess = False
     for _ in range(_MAX_RETRIES):
-        tracer = _Tracer(leaves, atomic)
+        tracer = _Tracer(leaves, atomic, guess)
         try:
             graph = tracer.trace(model)
             break
+        except fx.proxy.TraceError:
+            if tracer.failed_at is None and not guess:
+                guess = True
+                continue
+            if tracer.failed_at is None or tracer.failed_at in leaves:
+                raise
+            leaves.add(tracer.failed_at)
         except Exception:
             if tracer.failed_at is None or tracer.failed_at in leaves:
                 raise

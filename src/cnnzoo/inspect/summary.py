@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 
 @dataclass
@@ -162,7 +161,8 @@ def summary(model: nn.Module, input_size: tuple[int, ...] | None = None,
     start: dict[str, list[int]] = {}
     leaf_bytes = [0]
     seen: dict = {}
-    counter = FlopCounterMode(display=False)
+    from .counts import flop_counter
+    counter = flop_counter(model)
     handles = []
     for name, m in model.named_modules():
         is_leaf = not list(m.children())

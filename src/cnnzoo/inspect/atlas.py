@@ -7,6 +7,7 @@ listed with its error instead of stopping the atlas: the page is for every model
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import platform
@@ -114,12 +115,43 @@ def _blocks(out: Path, log: Callable[[str], None]) -> tuple[list[dict], dict[str
     return rows, svgs
 
 
+def cpu_name() -> str:
+    """The processor's marketing name (Linux's /proc/cpuinfo), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def dense_peak_gflops(threads: int = 1, n: int = 1024, runs: int = 5) -> float:
+    """What this CPU reaches on the densest work there is, an fp32 n×n matmul (best of a few),
+    with the threads the latencies were measured with: the ceiling the models are set against."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a @ b
+        best = float("inf")
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(before)
+    return 2 * n ** 3 / best / 1e9
+
+
 def build_atlas(out_dir: str | Path, pattern: str = "*", *, quick: bool = False, runs: int = 3,
                 threads: int = 1, settings: dict | None = None, with_blocks: bool = True,
-                log: Callable[[str], None] = print) -> Path:
+                timed: str = "*", log: Callable[[str], None] = print) -> Path:
     """Measure every model matching ``pattern`` and write ``out_dir``/index.html and its charts.
 
-    ``quick`` skips the latency (the only part that runs real arithmetic) for tests and previews.
+    ``quick`` skips the latency (the only part that runs real arithmetic) for tests and previews;
+    otherwise the models matching ``timed`` are timed, and the machine's dense peak with them.
     """
     out = Path(out_dir)
     (out / "diagrams").mkdir(parents=True, exist_ok=True)
@@ -127,8 +159,8 @@ def build_atlas(out_dir: str | Path, pattern: str = "*", *, quick: bool = False,
     rows, diagrams = [], {}
     started = time.perf_counter()
     for i, name in enumerate(names, start=1):
-        row, source = measure(name, runs=runs, latency=not quick, threads=threads,
-                              settings=settings)
+        row, source = measure(name, runs=runs, threads=threads, settings=settings,
+                              latency=not quick and fnmatch.fnmatchcase(name, timed))
         svg = render_svg_text(source) if source else None
         if source:
             (out / "diagrams" / f"{name}.dot").write_text(source)
@@ -141,20 +173,33 @@ def build_atlas(out_dir: str | Path, pattern: str = "*", *, quick: bool = False,
             + (f", {row.latency_ms:.1f} ms" if row.latency_ms is not None else "")))
     data = [asdict(r) for r in rows]
     ok = [d for d in data if d["error"] is None]
-    figures = {}
-    for stem, make in (("timeline", charts.timeline), ("top1_vs_macs", charts.top1_vs_macs),
-                       ("params_macs_by_year", charts.by_year)):
-        figures[stem] = charts.save(make(ok), out / stem) if ok else None
-    machine = dict(cpu=platform.processor() or platform.machine(), threads=threads,
+    timed_ok = any(d["latency_ms"] for d in ok)
+    machine = dict(cpu=cpu_name(), threads=threads,
                    cores=os.cpu_count(), torch=torch.__version__,
                    python=platform.python_version(),
+                   peak_gflops=dense_peak_gflops(threads) if timed_ok else None,
                    latency="not measured (--quick)" if quick else
                    f"batch 1, {threads} thread{'s' if threads > 1 else ''}, median of {runs} "
                    f"runs after a warm-up")
+    figures, interactive = {}, {}
+    for stem, make in (("timeline", charts.timeline), ("top1_vs_macs", charts.top1_vs_macs),
+                       ("params_macs_by_year", charts.by_year)):
+        figures[stem] = charts.save(make(ok), out / stem) if ok else None
+    if timed_ok:
+        figures["flops_vs_latency"] = charts.save(charts.flops_vs_latency(ok, machine),
+                                                  out / "flops_vs_latency")
+    if ok:
+        from . import interactive as ia
+        for stem, fig in (("top1_vs_macs", ia.top1_vs_macs(ok)),
+                          ("params_macs_by_year", ia.by_year(ok)),
+                          ("flops_vs_latency", ia.flops_vs_latency(ok, machine))):
+            if fig is not None:
+                interactive[stem] = ia.to_div(fig, f"chart-{stem}")
     blocks, block_svgs = _blocks(out, log) if with_blocks else ([], {})
     (out / "atlas.json").write_text(json.dumps(dict(machine=machine, models=data,
                                                     blocks=blocks), indent=2))
     from .atlas_html import page
-    (out / "index.html").write_text(page(data, figures, diagrams, machine, blocks, block_svgs))
+    (out / "index.html").write_text(page(data, figures, diagrams, machine, blocks, block_svgs,
+                                         interactive))
     log(f"wrote {out / 'index.html'} ({len(rows)} models, {time.perf_counter() - started:.0f} s)")
     return out / "index.html"

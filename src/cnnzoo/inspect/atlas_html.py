@@ -5,12 +5,15 @@ import base64
 import datetime as _dt
 import html
 
+from .interactive import plotly_js
+
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 0 auto;
        max-width: 1200px; padding: 0 1.5rem 4rem; color: #222; line-height: 1.45; }
 h1 { margin-top: 1.5rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2rem; margin-top: 2.2rem; }
 nav a { margin-right: 1rem; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figure.chart { overflow-x: auto; }
 figcaption { color: #555; font-size: .9rem; }
 table { border-collapse: collapse; width: 100%; font-size: .88rem; }
 th, td { padding: .3rem .5rem; border-bottom: 1px solid #eee; text-align: right; }
@@ -179,8 +182,28 @@ def blocks_section(blocks: list[dict], svgs: dict[str, str]) -> str:
             'the same widths.</p>' + "\n".join(_block(b, svgs.get(b["key"])) for b in blocks))
 
 
+def _latency_section(chart: str | None, machine: dict) -> str:
+    from .charts import machine_line
+    head = ('<h2 id="latency">FLOPs are not latency</h2><p>Multiply-accumulates count the '
+            'arithmetic, not the time: a depthwise 3×3 does little arithmetic per byte it reads, '
+            'so the mobile families run far below what this CPU reaches on a dense matrix '
+            'product, and a model with fewer MACs can take longer than one with more. What '
+            'matters is the latency on the device you deploy to.</p>')
+    if chart is None:
+        return head + ('<p class="meta">Not measured: this atlas was built with --quick; '
+                       '`cnnzoo evolution -o DIR` times every model.</p>')
+    peak = machine.get("peak_gflops")
+    return (head + f'<figure class="chart" id="fig-flops_vs_latency">{chart}<figcaption>'
+            f'Measured on {_e(machine_line(machine))}. '
+            + (f'Dense peak: the best of 5 fp32 1024×1024 matrix products with the same '
+               f'threads, {peak:.1f} GFLOP/s. ' if peak else "")
+            + 'Static files: <a href="flops_vs_latency.svg">flops_vs_latency.svg</a>, '
+              '<a href="flops_vs_latency.png">flops_vs_latency.png</a>.</figcaption></figure>')
+
+
 def page(rows: list[dict], figures: dict[str, str | None], diagrams: dict[str, str],
-         machine: dict, blocks: list[dict] = (), block_svgs: dict[str, str] | None = None) -> str:
+         machine: dict, blocks: list[dict] = (), block_svgs: dict[str, str] | None = None,
+         interactive: dict[str, str] | None = None) -> str:
     rows = sorted(rows, key=lambda r: (r["year"], r["family"], r["name"]))
     families: dict[str, list[dict]] = {}
     for r in rows:
@@ -192,12 +215,19 @@ def page(rows: list[dict], figures: dict[str, str | None], diagrams: dict[str, s
                         "bubble area is proportional to the parameter count.",
         "params_macs_by_year": "Parameters and compute of every registered model by year.",
     }
+    interactive = interactive or {}
     figs = []
     for stem, caption in captions.items():
         svg = figures.get(stem)
-        if svg:
+        files = (f'Static files for papers and slides: <a href="{stem}.svg">{stem}.svg</a>, '
+                 f'<a href="{stem}.png">{stem}.png</a>.')
+        if stem in interactive:
+            figs.append(f'<figure class="chart" id="fig-{stem}">{interactive[stem]}<figcaption>'
+                        f'{_e(caption)} {files}</figcaption></figure>')
+        elif svg:
             figs.append(f'<figure id="fig-{stem}">{_svg_img(svg, stem)}<figcaption>{_e(caption)} '
-                        f'Files: {stem}.svg, {stem}.png.</figcaption></figure>')
+                        f'{files}</figcaption></figure>')
+    latency = _latency_section(interactive.get("flops_vs_latency"), machine)
     fam_html = []
     for fam, members in families.items():
         first = members[0]
@@ -215,7 +245,8 @@ def page(rows: list[dict], figures: dict[str, str | None], diagrams: dict[str, s
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>cnnzoo atlas: the evolution of classic CNNs</title>
-<style>{_CSS}</style></head>
+<style>{_CSS}</style>
+{f'<script>{plotly_js()}</script>' if interactive else ""}</head>
 <body>
 <h1>The evolution of classic CNNs</h1>
 <p>{len(rows)} models of {len(families)} families, from {rows[0]["year"] if rows else "?"} to
@@ -229,6 +260,7 @@ def page(rows: list[dict], figures: dict[str, str | None], diagrams: dict[str, s
 {blocks_section(list(blocks), block_svgs or {})}
 <h2 id="charts">Accuracy, size and compute</h2>
 {"".join(figs[1:])}
+{latency}
 <h2 id="table">All models</h2>
 <p class="meta">Click a column to sort.</p>
 {_table(rows)}

@@ -156,6 +156,56 @@ def by_year(rows: list[dict]) -> plt.Figure:
     return fig
 
 
+def flops_vs_latency(rows: list[dict], machine: dict) -> plt.Figure:
+    """Latency against MACs (log-log), and achieved GFLOP/s against the machine's dense peak."""
+    colors = _family_colors(rows)
+    rows = [r for r in rows if r.get("macs") and r.get("latency_ms")]
+    peak = machine.get("peak_gflops")
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.8))
+
+    def gflops(r: dict) -> float:
+        return 2 * r["macs"] / (r["latency_ms"] * 1e-3) / 1e9
+
+    for ax, key, label in ((axes[0], lambda r: r["latency_ms"], "CPU latency, ms (log)"),
+                           (axes[1], gflops, "achieved GFLOP/s = 2 × MACs / latency (log)")):
+        for fam in colors:
+            pts = [r for r in rows if r["family"] == fam]
+            if pts:
+                ax.scatter([r["macs"] / 1e9 for r in pts], [key(r) for r in pts], s=30,
+                           color=colors[fam], edgecolor="black", linewidth=0.4, label=fam,
+                           zorder=3)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("GMACs per image (log)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="major", alpha=0.3)
+        # Only the largest model of each family is named: the rest are in the interactive chart.
+        tops: dict[str, dict] = {}
+        for r in rows:
+            if r["family"] not in tops or r["params"] > tops[r["family"]]["params"]:
+                tops[r["family"]] = r
+        _place_labels(ax, [(r["macs"] / 1e9, key(r), r["name"]) for r in tops.values()], 6.5)
+    if peak:
+        axes[1].axhline(peak, color="#c00000", linestyle="--", linewidth=1)
+        axes[1].annotate(f"dense peak {peak:.0f} GFLOP/s (fp32 matmul)", (0.99, peak),
+                         xycoords=("axes fraction", "data"), ha="right", va="bottom",
+                         fontsize=8, color="#c00000")
+    axes[0].set_title("Latency against MACs", loc="left")
+    axes[1].set_title("How much of the machine each model uses", loc="left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), fontsize=7.5,
+               frameon=False)
+    fig.text(0.01, 0.005, machine_line(machine), fontsize=7.5, color="#444")
+    fig.tight_layout(rect=(0, 0.07 + 0.035 * ((len(labels) - 1) // 8), 1, 1))
+    return fig
+
+
+def machine_line(machine: dict) -> str:
+    """What the latencies were measured on, in one line, for under the chart."""
+    return (f"{machine.get('cpu')} ({machine.get('cores')} cores), torch {machine.get('torch')}; "
+            f"latency: {machine.get('latency')}")
+
+
 def save(fig: plt.Figure, stem: Path) -> str:
     """Write ``stem``.svg and ``stem``.png; return the SVG text for embedding."""
     buf = io.StringIO()

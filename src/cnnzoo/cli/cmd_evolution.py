@@ -25,6 +25,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="timed runs per model for the CPU latency (median; default 3)")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads for the latency (default 1: comparable across machines)")
+    p.add_argument("--timed", default="*", metavar="PATTERN",
+                   help="time only the models matching this wildcard (default: all of them)")
     p.add_argument("--quick", action="store_true",
                    help="skip the latency: params, MACs and diagrams only (seconds, not minutes)")
     p.add_argument("--force", action="store_true", help="overwrite an atlas already in DIR")
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     for name in list_models(args.models):  # a wrong key is one line before minutes of measuring
         check_variant(name, settings)
     build_atlas(args.output, args.models, quick=args.quick, runs=args.runs,
-                threads=args.threads, settings=settings,
+                threads=args.threads, settings=settings, timed=args.timed,
                 log=lambda line: print(line, file=sys.stderr, flush=True))
     print(index)
     return 0

@@ -29,7 +29,7 @@ tr:hover td { background: #fafaf0; }
 details summary { cursor: pointer; color: #2a5db0; margin: .3rem 0; }
 .block { display: grid; grid-template-columns: minmax(260px, 44%) 1fr; gap: 1.2rem;
          border-top: 1px solid #e4e4e4; padding: 1rem 0; align-items: start; }
-.block .diag img { max-width: 100%; max-height: 760px; display: block; margin: 0 auto; }
+.block .diag img { max-width: 100%; display: block; margin: 0 auto; }
 .block h4 { margin: 0 0 .3rem; font-size: 1.1rem; } .block h4 span { color: #777; font-weight: normal; }
 .block ul { margin: .4rem 0; padding-left: 1.1rem; font-size: .9rem; } .block li { margin: .3rem 0; }
 .block .idea { font-size: 1rem; }
@@ -195,8 +195,8 @@ def _latency_section(chart: str | None, machine: dict) -> str:
     peak = machine.get("peak_gflops")
     return (head + f'<figure class="chart" id="fig-flops_vs_latency">{chart}<figcaption>'
             f'Measured on {_e(machine_line(machine))}. '
-            + (f'Dense peak: the best of 5 fp32 1024×1024 matrix products with the same '
-               f'threads, {peak:.1f} GFLOP/s. ' if peak else "")
+            + (f'Dense peak: the best of 20 fp32 1024×1024 matrix products with the same '
+               f'threads, before and after the models: {peak:.1f} GFLOP/s. ' if peak else "")
             + 'Static files: <a href="flops_vs_latency.svg">flops_vs_latency.svg</a>, '
               '<a href="flops_vs_latency.png">flops_vs_latency.png</a>.</figcaption></figure>')
 

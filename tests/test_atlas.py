@@ -231,7 +231,8 @@ _POINTS = """(() => {
   const gd = document.getElementById(%r);
   const panels = gd._fullLayout._subplots.cartesian.length;
   const points = Array.from(gd.querySelectorAll('.scatterlayer .trace .points path.point'));
-  const names = points.map(p => p.parentNode.parentNode.__data__[0].trace.customdata[p.__data__.i][0]);
+  const names = points.map(
+    p => p.parentNode.parentNode.__data__[0].trace.customdata[p.__data__.i][0]);
   const pick = points[%d %% points.length];
   pick.scrollIntoView({block: 'center'});
   const r = pick.getBoundingClientRect();

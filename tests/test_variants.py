@@ -1,6 +1,7 @@
 """`--module` draws one module of a model; `--set KEY=VALUE` builds a variant, for every command."""
 from __future__ import annotations
 
+import html
 import json
 import xml.etree.ElementTree as ET
 
@@ -117,6 +118,24 @@ def test_draw_an_unknown_module_is_one_line_with_close_names(tmp_path, capsys, p
     assert main(["draw", "resnet50", "--module", path, "-o", str(tmp_path / "b.svg")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and all(w in err for w in words)
+
+
+def test_draw_a_module_that_takes_a_list_of_maps_is_one_line(tmp_path, capsys):
+    # A DenseNet layer takes the list of every map before it: no single input to draw from.
+    assert main(["draw", "densenet121", "--module", "stages.0.block.layer2",
+                 "-o", str(tmp_path / "b.svg")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "stages.0.block.layer2" in err and "input" in err
+
+
+def test_evolution_builds_every_model_as_the_variant(tmp_path, capsys):
+    out = tmp_path / "atlas"
+    assert main(["evolution", "-o", str(out), "--models", "resnet18", "--quick",
+                 "--set", "attn=se"]) == 0
+    atlas = json.loads((out / "atlas.json").read_text())
+    assert atlas["models"][0]["params"] == registered_param_count("resnet18", attn="se")
+    assert atlas["models"][0]["params"] > registered_param_count("resnet18")
+    assert "built with attn='se'" in html.unescape((out / "index.html").read_text())
 
 
 def test_bench_times_a_variant(tmp_path, capsys):

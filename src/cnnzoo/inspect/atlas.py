@@ -179,7 +179,7 @@ def build_atlas(out_dir: str | Path, pattern: str = "*", *, quick: bool = False,
     timed_ok = any(d["latency_ms"] for d in ok)
     machine = dict(cpu=cpu_name(), threads=threads,
                    cores=os.cpu_count(), torch=torch.__version__,
-                   python=platform.python_version(),
+                   python=platform.python_version(), settings=dict(settings or {}),
                    peak_gflops=max(peak, dense_peak_gflops(threads)) if timed_ok else None,
                    latency="not measured (--quick)" if quick else
                    f"batch 1, {threads} thread{'s' if threads > 1 else ''}, median of {runs} "

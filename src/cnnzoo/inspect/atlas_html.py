@@ -30,8 +30,10 @@ details summary { cursor: pointer; color: #2a5db0; margin: .3rem 0; }
 .block { display: grid; grid-template-columns: minmax(260px, 44%) 1fr; gap: 1.2rem;
          border-top: 1px solid #e4e4e4; padding: 1rem 0; align-items: start; }
 .block .diag img { max-width: 100%; display: block; margin: 0 auto; }
-.block h4 { margin: 0 0 .3rem; font-size: 1.1rem; } .block h4 span { color: #777; font-weight: normal; }
-.block ul { margin: .4rem 0; padding-left: 1.1rem; font-size: .9rem; } .block li { margin: .3rem 0; }
+.block h4 { margin: 0 0 .3rem; font-size: 1.1rem; }
+.block h4 span { color: #777; font-weight: normal; }
+.block ul { margin: .4rem 0; padding-left: 1.1rem; font-size: .9rem; }
+.block li { margin: .3rem 0; }
 .block .idea { font-size: 1rem; }
 .saving { font-weight: bold; color: #1b6e20; } .costlier { font-weight: bold; color: #9a4b00; }
 details img { max-width: 100%; }
@@ -142,6 +144,8 @@ def _ratio_words(ours: int, theirs: int, share: bool) -> str:
         return f"{100 * r:.3g}% of it"
     if r < 1:
         return f'<span class="saving">{100 * (1 - r):.0f}% fewer</span>'
+    if r < 2:
+        return f'<span class="costlier">{100 * (r - 1):.0f}% more</span>'
     return f'<span class="costlier">{r:.2g}× as many</span>'
 
 
@@ -149,8 +153,9 @@ def _comparison(c: dict) -> str:
     o, t = c["ours"], c["theirs"]
     return (f'<li>{_e(c["text"])}: <b>{_e(c["ours_label"])}</b> {o["params"]:,} params, '
             f'{_count(o["macs"])} MACs; <b>{_e(c["theirs_label"])}</b> {t["params"]:,} params, '
-            f'{_count(t["macs"])} MACs → params {_ratio_words(o["params"], t["params"], c["share"])}'
-            f', MACs {_ratio_words(o["macs"], t["macs"], c["share"])}.</li>')
+            f'{_count(t["macs"])} MACs → params '
+            f'{_ratio_words(o["params"], t["params"], c["share"])}, '
+            f'MACs {_ratio_words(o["macs"], t["macs"], c["share"])}.</li>')
 
 
 def _block(b: dict, svg: str | None) -> str:
@@ -241,6 +246,9 @@ def page(rows: list[dict], figures: dict[str, str | None], diagrams: dict[str, s
     measured = (f'Measured {when} on {_e(machine["cpu"])} ({machine["cores"]} cores), '
                 f'torch {_e(machine["torch"])}; latency: {_e(machine["latency"])}. '
                 f'MACs are counted by torch.utils.flop_counter (FLOPs = 2 × MACs).')
+    if machine.get("settings"):
+        measured += (" Every model is a variant, built with " + _e(", ".join(
+            f"{k}={v!r}" for k, v in machine["settings"].items())) + ".")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

@@ -287,7 +287,8 @@ BLOCKS: tuple[BlockSpec, ...] = (
               "full 3×3, for about 1/9 of its multiply-adds.", _separable_vs_full),
     BlockSpec("se", "Squeeze-and-excitation (SENet)", "seresnet50", "stages.0.blocks.1",
               "A global average pool and two small 1×1 convs compute one weight per channel "
-              "that rescales the block's output: attention over channels.", _part("SE gate", "attn")),
+              "that rescales the block's output: attention over channels.",
+              _part("SE gate", "attn")),
     BlockSpec("nonlocal", "Non-local block", "nl_resnet50", "stages.1.blocks.1.nl",
               "Every position attends to every other (a softmax over all pairs of positions), "
               "so one layer sees the whole image; a residual adds the result back.",

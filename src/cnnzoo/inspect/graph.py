@@ -109,11 +109,14 @@ class _Tracer(LayerTracer):
 
 
 def trace(model: nn.Module, input_size: tuple[int, ...] | None = None, *,
-          atomic: bool = True) -> ModelGraph:
+          atomic: bool = True, guess_bools: bool = False) -> ModelGraph:
     """Trace ``model`` and propagate shapes for one input of ``input_size`` (C, H, W).
 
     ``atomic=True`` keeps Sequentials of plain torch layers (conv-norm-act) as single nodes, as
     a diagram wants; receptive fields use ``atomic=False`` to see every layer.
+    ``guess_bools=True`` follows the False branch of every question a forward asks a tensor
+    (is it channels-last?) instead of folding that module into one box: one block drawn at full
+    detail wants its insides, a deformable conv's offset branch among them.
     """
     if input_size is None:
         input_size = tuple(model.default_cfg.input_size)
@@ -121,14 +124,14 @@ def trace(model: nn.Module, input_size: tuple[int, ...] | None = None, *,
     was_training = model.training
     model.eval()
     try:
-        return _trace(model, tuple(input_size), atomic)
+        return _trace(model, tuple(input_size), atomic, guess_bools)
     finally:
         model.train(was_training)
 
 
-def _trace(model: nn.Module, input_size: tuple[int, ...], atomic: bool) -> ModelGraph:
+def _trace(model: nn.Module, input_size: tuple[int, ...], atomic: bool,
+           guess: bool) -> ModelGraph:
     leaves: set[str] = set()
-    guess = False
     for _ in range(_MAX_RETRIES):
         tracer = _Tracer(leaves, atomic, guess)
         try:
@@ -272,4 +275,8 @@ def trace_module(model: nn.Module, path: str,
     """The graph of one module of ``model`` at every layer, with the shapes it sees inside the
     whole network at ``input_size`` (the model's own by default)."""
     shape = module_input_size(model, path, input_size)
-    return trace(model.get_submodule(path), shape)
+    module = model.get_submodule(path)
+    try:
+        return trace(module, shape, guess_bools=True)
+    except Exception:  # a guessed branch that does not run: the module's dynamic parts folded
+        return trace(module, shape)

@@ -215,7 +215,8 @@ def by_year(rows: list[dict]) -> go.Figure:
         fig.update_xaxes(range=list(xr), title="year of the paper", dtick=4, tickangle=0,
                          row=1, col=col)
         fig.update_yaxes(type="log", range=[math.log10(v) for v in yr], row=1, col=col,
-                         **log_ticks(*yr), title="parameters (millions, log)" if key == "params" else
+                         **log_ticks(*yr),
+                         title="parameters (millions, log)" if key == "params" else
                          "GMACs per image (log)")
     _layout(fig, "Parameters and compute of every model by year")
     return fig
@@ -252,7 +253,8 @@ def flops_vs_latency(rows: list[dict], machine: dict) -> go.Figure | None:
         fig.update_xaxes(type="log", range=[math.log10(v) for v in xr], row=1, col=col,
                          **log_ticks(*xr), title="GMACs per image (log)")
         fig.update_yaxes(type="log", range=[math.log10(v) for v in yr], row=1, col=col,
-                         **log_ticks(*yr), title="CPU latency, ms (log)" if col == 1 else "GFLOP/s (log)")
+                         **log_ticks(*yr),
+                         title="CPU latency, ms (log)" if col == 1 else "GFLOP/s (log)")
     if peak:
         fig.add_hline(y=peak, row=1, col=2, line=dict(color="#c00", dash="dash", width=1.2))
         # At the left, where only tiny models lie, far below the line.

@@ -21,16 +21,21 @@ import pytest
 from cnnzoo import list_models
 from cnnzoo.cli import main
 from cnnzoo.inspect.atlas import build_atlas
+from cnnzoo.inspect.blocks import BLOCKS
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 
 
+# The latency chart needs timed models; these five take a fraction of a second each.
+TIMED = "mobilenet_v[13]_*"
+
+
 @pytest.fixture(scope="module")
 def atlas(tmp_path_factory) -> Path:
-    # --quick: every registered model, diagrams included, but no latency timing.
+    # Every registered model, diagrams and blocks included; only a few cheap ones timed.
     out = tmp_path_factory.mktemp("atlas")
-    build_atlas(out, quick=True, log=lambda _line: None)
+    build_atlas(out, timed=TIMED, runs=1, log=lambda _line: None)
     return out
 
 
@@ -87,6 +92,14 @@ class Chromium:
                 return reply["result"]
             self.events.append(reply)
 
+    def offline(self) -> None:
+        """Cut the page off the network, as a reader without one would open the file."""
+        self.call("Network.emulateNetworkConditions", session=True, offline=True, latency=0,
+                  downloadThroughput=-1, uploadThroughput=-1)
+
+    def mouse_move(self, x: float, y: float) -> None:
+        self.call("Input.dispatchMouseEvent", session=True, type="mouseMoved", x=x, y=y)
+
     def open(self, url: str, timeout: float = 60) -> None:
         self.events.clear()
         self.call("Page.navigate", session=True, url=url)
@@ -137,6 +150,7 @@ class Chromium:
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     b = Chromium(tmp_path_factory.mktemp("chromium-profile"))
+    b.offline()
     yield b
     b.close()
 
@@ -149,14 +163,16 @@ def test_atlas_page_holds_every_model_charts_and_diagrams_in_one_file(atlas):
     for name in list_models():
         assert f'data-model="{name}"' in page and f'<tr data-name="{name}">' in page
         assert (atlas / "diagrams" / f"{name}.svg").stat().st_size > 1000
-    for stem in ("timeline", "top1_vs_macs", "params_macs_by_year"):
+    for stem in ("timeline", "top1_vs_macs", "params_macs_by_year", "flops_vs_latency"):
         assert (atlas / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert "<svg" in (atlas / f"{stem}.svg").read_text()[:2000]
-    # Self-contained: every image is inline, nothing is fetched to show the page.
-    sources = re.findall(r'\ssrc="([^"]*)"', page)
-    assert len(sources) >= 3 + len(list_models())
+    # Self-contained: every image and script is inline, nothing is fetched to show the page.
+    assert "plotly" in page and not re.search(r"<script[^>]+src=", page)
+    markup = re.sub(r"<script[^>]*>.*?</script>", "", page, flags=re.S)
+    sources = re.findall(r'\ssrc="([^"]*)"', markup)
+    assert len(sources) >= 1 + len(list_models()) + len(BLOCKS)
     assert all(s.startswith("data:image/") for s in sources)
-    assert "<link" not in page and "@import" not in page
+    assert "<link" not in markup and "@import" not in markup
 
 
 def test_atlas_opens_in_chromium_with_every_model_and_no_console_errors(atlas, browser):
@@ -168,7 +184,7 @@ def test_atlas_opens_in_chromium_with_every_model_and_no_console_errors(atlas, b
     assert sorted(shown) == sorted(list_models())
     charts = browser.js("Array.from(document.querySelectorAll('figure img'))"
                         ".map(i => i.complete && i.naturalWidth > 0)")
-    assert charts == [True, True, True]
+    assert charts == [True]  # the timeline; the other charts are interactive
     assert browser.errors() == []
     assert [u for u in browser.requests() if not u.startswith(("file:", "data:"))] == []
     assert (ARTIFACTS / "atlas.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -208,3 +224,52 @@ def test_full_atlas_of_one_model_measures_latency(tmp_path, capsys):
     assert main(["evolution", "-o", str(out), "--models", "lenet5"]) == 2
     assert main(["evolution", "-o", str(tmp_path / "x"), "--models", "nosuch*"]) == 2
     assert "--force" in capsys.readouterr().err
+
+
+# For one chart: its panels and, per panel, the names of its markers; and where to hover.
+_POINTS = """(() => {
+  const gd = document.getElementById(%r);
+  const panels = gd._fullLayout._subplots.cartesian.length;
+  const points = Array.from(gd.querySelectorAll('.scatterlayer .trace .points path.point'));
+  const names = points.map(
+    p => p.parentNode.parentNode.__data__[0].trace.customdata[p.__data__.i][0]);
+  const pick = points[%d %% points.length];
+  pick.scrollIntoView({block: 'center'});
+  const r = pick.getBoundingClientRect();
+  return {panels, names, x: r.left + r.width / 2, y: r.top + r.height / 2,
+          picked: names[%d %% points.length]};
+})()"""
+
+
+@pytest.mark.parametrize("chart, with_data", [
+    ("top1_vs_macs", lambda m: True), ("params_macs_by_year", lambda m: True),
+    ("flops_vs_latency", lambda m: m["latency_ms"] is not None)])
+def test_every_chart_has_a_marker_per_model_whose_hover_names_it(atlas, browser, chart,
+                                                                 with_data):
+    browser.open((atlas / "index.html").as_uri())
+    data = json.loads((atlas / "atlas.json").read_text())["models"]
+    expected = sorted(m["name"] for m in data if with_data(m))
+    assert chart != "flops_vs_latency" or len(expected) == len(list_models(TIMED))
+    for k in (0, 7, 23):
+        info = browser.js(_POINTS % (f"chart-{chart}", k, k))
+        assert sorted(info["names"]) == sorted(expected * info["panels"])
+        browser.mouse_move(info["x"], info["y"])
+        time.sleep(0.3)
+        hover = browser.js(f"document.querySelector('#chart-{chart} .hoverlayer').textContent")
+        assert info["picked"] in hover, (k, info["picked"], hover)
+        assert "params" in hover and "MACs" in hover and "top-1" in hover
+    assert browser.errors() == []
+
+
+def test_every_block_of_the_evolution_has_its_diagram_and_numbers(atlas, browser):
+    browser.open((atlas / "index.html").as_uri())
+    blocks = browser.js("""Array.from(document.querySelectorAll('[data-block]')).map(b => {
+        const img = b.querySelector('img[src^="data:image/svg+xml"]');
+        return [b.dataset.block, !!img && img.complete && img.naturalWidth > 0,
+                b.textContent.includes('params') && b.textContent.includes('MACs')];
+    })""")
+    assert [b[0] for b in blocks] == [r["key"] for r in
+                                      json.loads((atlas / "atlas.json").read_text())["blocks"]]
+    assert sorted(b[0] for b in blocks) == sorted(s.key for s in BLOCKS)
+    assert all(ok and numbers for _, ok, numbers in blocks), blocks
+    assert browser.errors() == []

@@ -19,6 +19,7 @@ from ..memory import huge_pages
 from ..registry import default_cfg, is_model, list_models
 from ..resolve import resolve
 from ..weights.io import atomic_write
+from ._types import add_set_option
 
 NAME = "bench"
 HELP = "time inference and training of models (timm's method and CSV columns)"
@@ -49,6 +50,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch and ORT")
     p.add_argument("-o", "--output", type=Path, default=None, help="write the rows as CSV")
     p.add_argument("--force", action="store_true", help="overwrite an existing --output")
+    add_set_option(p)
 
 
 def _expand(patterns: list[str]) -> list[str]:
@@ -123,6 +125,32 @@ def _print_table(rows: list[dict], console: Console) -> None:
     console.print(table)
 
 
+def _variant(name: str, settings: BenchSettings, pairs) -> tuple:
+    """(settings, build) for ``--set``: the variant checked on the meta device first, so a
+    wrong key is one line before any timing; the registered model itself when none is set."""
+    import dataclasses
+
+    from ..inspect.meta import on_meta
+    from ..inspect.variants import checked_settings, create_variant
+    from ..registry import create_model, default_cfg
+
+    kw = checked_settings(name, pairs)
+    if not kw:
+        return settings, None
+    cfg = default_cfg(name)
+    if cfg.input_size[0] != 3:
+        raise CnnzooError(f"bench --set times 3-channel models only; {name} takes "
+                          f"{cfg.input_size[0]}")
+    size = settings.img_size or cfg.input_size[1]
+    if cfg.fixed_size:
+        kw.setdefault("img_size", size)
+    with on_meta():
+        create_variant(name, kw, lambda **k: create_model(name, **k))
+    # bench_model times a given build at 3 x img_size x img_size: the model's own size unless
+    # --img-size says otherwise.
+    return dataclasses.replace(settings, img_size=size), lambda: create_model(name, **kw)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.output is not None and args.output.exists() and not args.force:
         raise CnnzooError(f"{args.output} exists; pass --force to overwrite it")
@@ -130,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.threads:
         torch.set_num_threads(args.threads)
+    variants = {name: _variant(name, settings, args.settings) for name in names}
     err = Console(stderr=True)
     if torch.device(settings.device).type == "cpu":
         err.print(huge_pages().describe())  # worth up to 1.6x on CPU: say which way it went
@@ -146,7 +175,9 @@ def run(args: argparse.Namespace) -> int:
         for name in names:
             progress.update(models_task, description=f"{name}")
             progress.reset(steps_task)
-            row = _bench(name, settings, on_step)
+            run_settings, build = variants[name]
+            row = (bench_model(name, run_settings, progress=on_step, build=build)
+                   if build is not None else _bench(name, settings, on_step))
             rows.append(row)
             progress.advance(models_task)
             # One line per finished model survives the transient bar, for long runs.

@@ -8,7 +8,9 @@ import sys
 from ..errors import CnnzooError
 from ..inspect.build import build, shape_error
 from ..inspect.draw import FORMATS, auto_depth, build_view, dot_available, render, to_dot
-from ..inspect.graph import trace
+from ..inspect.graph import trace, trace_module
+from ..inspect.variants import checked_settings, create_variant
+from ._types import add_set_option
 
 NAME = "draw"
 HELP = "draw the architecture as a block diagram (svg, png, pdf or Graphviz dot source)"
@@ -25,6 +27,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "is 4); 'auto' picks the deepest that stays readable; default: every layer")
     p.add_argument("--input-size", nargs=3, type=int, metavar=("C", "H", "W"),
                    help="input channels, height and width (default: the model's own)")
+    p.add_argument("--module", default=None, metavar="PATH",
+                   help="draw only this module (stages.0.blocks.0) at full detail, with the "
+                        "shapes it sees in the whole network")
+    add_set_option(p)
     p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
 
 
@@ -44,15 +50,22 @@ def run(args: argparse.Namespace) -> int:
     _check_target(args.output, args.force)
     if args.depth not in (None, "auto") and not str(args.depth).isdigit():
         raise CnnzooError(f"--depth must be a number or 'auto', got {args.depth!r}")
-    model, size = build(args.model, args.input_size)
+    settings = checked_settings(args.model, args.settings)
+    model, size = create_variant(args.model, settings,
+                                 lambda **kw: build(args.model, args.input_size, **kw))
     try:
-        graph = trace(model, size)
+        graph = trace_module(model, args.module, size) if args.module else trace(model, size)
     except RuntimeError as exc:
         raise shape_error(args.model, size, exc) from None
     depth = auto_depth(graph) if args.depth == "auto" else \
         None if args.depth is None else max(1, int(args.depth))
     view = build_view(graph, depth)
-    title = f"{args.model}  ({'x'.join(map(str, size))} input)"
+    variant = "".join(f", {k}={v!r}" for k, v in settings.items())
+    title = f"{args.model}{variant}  ({'x'.join(map(str, size))} input)"
+    if args.module:
+        title = (f"{args.model}{variant} · {args.module}: {type(graph.model).__name__}  "
+                 f"({'x'.join(map(str, graph.input_size))} in, of a "
+                 f"{'x'.join(map(str, size))} image)")
     source = to_dot(view, title)
     if fmt != "dot" and not dot_available():
         dot_path = os.path.splitext(args.output)[0] + ".dot"

@@ -7,7 +7,9 @@ import sys
 
 from ..errors import CnnzooError
 from ..inspect.atlas import build_atlas
+from ..inspect.variants import check_variant
 from ..registry import list_models
+from ._types import add_set_option
 
 NAME = "evolution"
 HELP = "the atlas: build and measure every model; timeline, charts, table, diagrams in one page"
@@ -23,9 +25,12 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="timed runs per model for the CPU latency (median; default 3)")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads for the latency (default 1: comparable across machines)")
+    p.add_argument("--timed", default="*", metavar="PATTERN",
+                   help="time only the models matching this wildcard (default: all of them)")
     p.add_argument("--quick", action="store_true",
                    help="skip the latency: params, MACs and diagrams only (seconds, not minutes)")
     p.add_argument("--force", action="store_true", help="overwrite an atlas already in DIR")
+    add_set_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,8 +44,11 @@ def run(args: argparse.Namespace) -> int:
         raise CnnzooError(f"{index} exists; pass --force to overwrite the atlas")
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         raise CnnzooError(f"{args.output} is a file, not a folder")
+    settings = dict(args.settings)
+    for name in list_models(args.models):  # a wrong key is one line before minutes of measuring
+        check_variant(name, settings)
     build_atlas(args.output, args.models, quick=args.quick, runs=args.runs,
-                threads=args.threads,
+                threads=args.threads, settings=settings, timed=args.timed,
                 log=lambda line: print(line, file=sys.stderr, flush=True))
     print(index)
     return 0

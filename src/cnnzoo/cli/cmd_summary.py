@@ -10,6 +10,8 @@ from rich.table import Table
 from ..inspect.build import build, shape_error
 from ..inspect.receptive_field import stage_receptive_fields
 from ..inspect.summary import summary
+from ..inspect.variants import checked_settings, create_variant
+from ._types import add_set_option
 
 NAME = "summary"
 HELP = "layer table: output shapes, params (trainable/frozen), MACs, FLOPs, memory; --rf"
@@ -28,10 +30,13 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rf", action="store_true",
                    help="also the theoretical receptive field, stride and jump of each stage")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_set_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    model, size = build(args.model, args.input_size)
+    settings = checked_settings(args.model, args.settings)
+    model, size = create_variant(args.model, settings,
+                                 lambda **kw: build(args.model, args.input_size, **kw))
     try:
         s = summary(model, size, depth=None if args.all else args.depth)
         rf = stage_receptive_fields(model, size) if args.rf else None

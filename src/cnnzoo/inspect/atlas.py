@@ -7,6 +7,7 @@ listed with its error instead of stopping the atlas: the page is for every model
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import platform
@@ -45,8 +46,8 @@ class AtlasRow:
     error: str | None = None
 
 
-def measure(name: str, *, runs: int = 3, latency: bool = True,
-            threads: int = 1) -> tuple[AtlasRow, str | None]:
+def measure(name: str, *, runs: int = 3, latency: bool = True, threads: int = 1,
+            settings: dict | None = None) -> tuple[AtlasRow, str | None]:
     """One model's row and its diagram as Graphviz source (None if it could not be traced)."""
     card, cfg = model_card(name), default_cfg(name)
     row = AtlasRow(name, card.family, card.year, card.paper, card.url, card.innovation, card.top1,
@@ -54,7 +55,7 @@ def measure(name: str, *, runs: int = 3, latency: bool = True,
     source = None
     try:
         with on_meta():
-            model = create_model(name)
+            model = create_model(name, **(settings or {}))
         row.params = count_params(model)
         row.macs = count_macs(model)
         graph = trace(model)
@@ -63,13 +64,14 @@ def measure(name: str, *, runs: int = 3, latency: bool = True,
                         f"{name}  ({'x'.join(map(str, row.input_size))} input)")
         del model, graph
         if latency:
-            row.latency_ms = cpu_latency_ms(name, runs, threads)
+            row.latency_ms = cpu_latency_ms(name, runs, threads, settings)
     except Exception as exc:  # one broken model must not hide the others
         row.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     return row, source
 
 
-def cpu_latency_ms(name: str, runs: int = 3, threads: int = 1) -> float:
+def cpu_latency_ms(name: str, runs: int = 3, threads: int = 1,
+                   settings: dict | None = None) -> float:
     """Median wall time of one forward pass of one image on the CPU, after one warm-up pass.
 
     One thread by default, as the MobileNet and EfficientNet papers time single-threaded
@@ -77,7 +79,7 @@ def cpu_latency_ms(name: str, runs: int = 3, threads: int = 1) -> float:
     processes share the CPU (with two threads and a busy neighbour, every layer's thread
     barrier waits on a descheduled thread, which made ResNet-18 ten times slower here).
     """
-    model = create_model(name).eval()
+    model = create_model(name, **(settings or {})).eval()
     x = torch.randn(1, *default_cfg(name).input_size)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -94,19 +96,74 @@ def cpu_latency_ms(name: str, runs: int = 3, threads: int = 1) -> float:
     return statistics.median(times)
 
 
+def _blocks(out: Path, log: Callable[[str], None]) -> tuple[list[dict], dict[str, str]]:
+    """"The evolution of the block": each block's numbers, and its diagram under blocks/."""
+    from .blocks import evolution_of_the_block
+
+    (out / "blocks").mkdir(exist_ok=True)
+    rows, svgs = [], {}
+    for b in evolution_of_the_block():
+        row = asdict(b)
+        dot = row.pop("dot")
+        (out / "blocks" / f"{b.key}.dot").write_text(dot)
+        svg = render_svg_text(dot)
+        if svg:
+            (out / "blocks" / f"{b.key}.svg").write_text(svg)
+            svgs[b.key] = svg
+        rows.append(row)
+    log(f"drew {len(rows)} blocks")
+    return rows, svgs
+
+
+def cpu_name() -> str:
+    """The processor's marketing name (Linux's /proc/cpuinfo), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def dense_peak_gflops(threads: int = 1, n: int = 1024, runs: int = 20) -> float:
+    """What this CPU reaches on the densest work there is, an fp32 n×n matmul (best of a few),
+    with the threads the latencies were measured with: the ceiling the models are set against."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a @ b
+        best = float("inf")
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(before)
+    return 2 * n ** 3 / best / 1e9
+
+
 def build_atlas(out_dir: str | Path, pattern: str = "*", *, quick: bool = False, runs: int = 3,
-                threads: int = 1, log: Callable[[str], None] = print) -> Path:
+                threads: int = 1, settings: dict | None = None, with_blocks: bool = True,
+                timed: str = "*", log: Callable[[str], None] = print) -> Path:
     """Measure every model matching ``pattern`` and write ``out_dir``/index.html and its charts.
 
-    ``quick`` skips the latency (the only part that runs real arithmetic) for tests and previews.
+    ``quick`` skips the latency (the only part that runs real arithmetic) for tests and previews;
+    otherwise the models matching ``timed`` are timed, and the machine's dense peak with them.
     """
     out = Path(out_dir)
     (out / "diagrams").mkdir(parents=True, exist_ok=True)
     names = list_models(pattern)
     rows, diagrams = [], {}
+    # The peak is the best the CPU did: measured before and after the models, so a neighbour
+    # busy at one moment does not set it low.
+    peak = 0.0 if quick else dense_peak_gflops(threads)
     started = time.perf_counter()
     for i, name in enumerate(names, start=1):
-        row, source = measure(name, runs=runs, latency=not quick, threads=threads)
+        row, source = measure(name, runs=runs, threads=threads, settings=settings,
+                              latency=not quick and fnmatch.fnmatchcase(name, timed))
         svg = render_svg_text(source) if source else None
         if source:
             (out / "diagrams" / f"{name}.dot").write_text(source)
@@ -119,18 +176,33 @@ def build_atlas(out_dir: str | Path, pattern: str = "*", *, quick: bool = False,
             + (f", {row.latency_ms:.1f} ms" if row.latency_ms is not None else "")))
     data = [asdict(r) for r in rows]
     ok = [d for d in data if d["error"] is None]
-    figures = {}
-    for stem, make in (("timeline", charts.timeline), ("top1_vs_macs", charts.top1_vs_macs),
-                       ("params_macs_by_year", charts.by_year)):
-        figures[stem] = charts.save(make(ok), out / stem) if ok else None
-    machine = dict(cpu=platform.processor() or platform.machine(), threads=threads,
+    timed_ok = any(d["latency_ms"] for d in ok)
+    machine = dict(cpu=cpu_name(), threads=threads,
                    cores=os.cpu_count(), torch=torch.__version__,
-                   python=platform.python_version(),
+                   python=platform.python_version(), settings=dict(settings or {}),
+                   peak_gflops=max(peak, dense_peak_gflops(threads)) if timed_ok else None,
                    latency="not measured (--quick)" if quick else
                    f"batch 1, {threads} thread{'s' if threads > 1 else ''}, median of {runs} "
                    f"runs after a warm-up")
-    (out / "atlas.json").write_text(json.dumps(dict(machine=machine, models=data), indent=2))
+    figures, interactive = {}, {}
+    for stem, make in (("timeline", charts.timeline), ("top1_vs_macs", charts.top1_vs_macs),
+                       ("params_macs_by_year", charts.by_year)):
+        figures[stem] = charts.save(make(ok), out / stem) if ok else None
+    if timed_ok:
+        figures["flops_vs_latency"] = charts.save(charts.flops_vs_latency(ok, machine),
+                                                  out / "flops_vs_latency")
+    if ok:
+        from . import interactive as ia
+        for stem, fig in (("top1_vs_macs", ia.top1_vs_macs(ok)),
+                          ("params_macs_by_year", ia.by_year(ok)),
+                          ("flops_vs_latency", ia.flops_vs_latency(ok, machine))):
+            if fig is not None:
+                interactive[stem] = ia.to_div(fig, f"chart-{stem}")
+    blocks, block_svgs = _blocks(out, log) if with_blocks else ([], {})
+    (out / "atlas.json").write_text(json.dumps(dict(machine=machine, models=data,
+                                                    blocks=blocks), indent=2))
     from .atlas_html import page
-    (out / "index.html").write_text(page(data, figures, diagrams, machine))
+    (out / "index.html").write_text(page(data, figures, diagrams, machine, blocks, block_svgs,
+                                         interactive))
     log(f"wrote {out / 'index.html'} ({len(rows)} models, {time.perf_counter() - started:.0f} s)")
     return out / "index.html"

@@ -5,12 +5,15 @@ import base64
 import datetime as _dt
 import html
 
+from .interactive import plotly_js
+
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 0 auto;
        max-width: 1200px; padding: 0 1.5rem 4rem; color: #222; line-height: 1.45; }
 h1 { margin-top: 1.5rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2rem; margin-top: 2.2rem; }
 nav a { margin-right: 1rem; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figure.chart { overflow-x: auto; }
 figcaption { color: #555; font-size: .9rem; }
 table { border-collapse: collapse; width: 100%; font-size: .88rem; }
 th, td { padding: .3rem .5rem; border-bottom: 1px solid #eee; text-align: right; }
@@ -24,6 +27,15 @@ tr:hover td { background: #fafaf0; }
 .meta { color: #555; font-size: .88rem; }
 .err { color: #a00; }
 details summary { cursor: pointer; color: #2a5db0; margin: .3rem 0; }
+.block { display: grid; grid-template-columns: minmax(260px, 44%) 1fr; gap: 1.2rem;
+         border-top: 1px solid #e4e4e4; padding: 1rem 0; align-items: start; }
+.block .diag img { max-width: 100%; display: block; margin: 0 auto; }
+.block h4 { margin: 0 0 .3rem; font-size: 1.1rem; }
+.block h4 span { color: #777; font-weight: normal; }
+.block ul { margin: .4rem 0; padding-left: 1.1rem; font-size: .9rem; }
+.block li { margin: .3rem 0; }
+.block .idea { font-size: 1rem; }
+.saving { font-weight: bold; color: #1b6e20; } .costlier { font-weight: bold; color: #9a4b00; }
 details img { max-width: 100%; }
 """
 
@@ -117,8 +129,86 @@ def _model_section(r: dict, diagram: str | None) -> str:
     return "\n".join(parts)
 
 
+def _count(n: int) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= div:
+            return f"{n / div:.3g}{unit}"
+    return str(n)
+
+
+def _ratio_words(ours: int, theirs: int, share: bool) -> str:
+    if theirs == 0:
+        return "–"
+    r = ours / theirs
+    if share:
+        return f"{100 * r:.3g}% of it"
+    if r < 1:
+        return f'<span class="saving">{100 * (1 - r):.0f}% fewer</span>'
+    if r < 2:
+        return f'<span class="costlier">{100 * (r - 1):.0f}% more</span>'
+    return f'<span class="costlier">{r:.2g}× as many</span>'
+
+
+def _comparison(c: dict) -> str:
+    o, t = c["ours"], c["theirs"]
+    return (f'<li>{_e(c["text"])}: <b>{_e(c["ours_label"])}</b> {o["params"]:,} params, '
+            f'{_count(o["macs"])} MACs; <b>{_e(c["theirs_label"])}</b> {t["params"]:,} params, '
+            f'{_count(t["macs"])} MACs → params '
+            f'{_ratio_words(o["params"], t["params"], c["share"])}, '
+            f'MACs {_ratio_words(o["macs"], t["macs"], c["share"])}.</li>')
+
+
+def _block(b: dict, svg: str | None) -> str:
+    shape = "×".join(map(str, b["input_shape"]))
+    out = "×".join(map(str, b["output_shape"] or ()))
+    variant = "".join(f" --set {k}={v!r}" for k, v in b["settings"].items())
+    diagram = (f'<div class="diag">{_svg_img(svg, b["title"] + " diagram")}</div>' if svg else
+               '<div class="diag"><p class="meta">no diagram: Graphviz `dot` is not installed'
+               '</p></div>')
+    items = "".join(_comparison(c) for c in b["comparisons"])
+    return (f'<div class="block" id="b-{_e(b["key"])}" data-block="{_e(b["key"])}">{diagram}'
+            f'<div class="text"><h4>{_e(b["title"])} <span>{b["year"]}, {_e(b["family"])}</span>'
+            f'</h4><p class="idea">{_e(b["idea"])}</p>'
+            f'<p class="meta"><a href="#m-{_e(b["model"])}">{_e(b["model"])}</a>'
+            f'<code>.{_e(b["path"])}</code> ({_e(b["cls"])}), {shape} in → {out} out: '
+            f'<b>{b["cost"]["params"]:,} params</b>, <b>{_count(b["cost"]["macs"])} MACs</b></p>'
+            + (f"<ul>{items}</ul>" if items else "") +
+            f'<p class="meta">Drawn by <code>cnnzoo draw {_e(b["model"])}{_e(variant)} --module '
+            f'{_e(b["path"])}</code>.</p></div></div>')
+
+
+def blocks_section(blocks: list[dict], svgs: dict[str, str]) -> str:
+    if not blocks:
+        return ""
+    return ('<h2 id="blocks">The evolution of the block</h2><p>Each family\'s defining block, '
+            'in the order of the papers, drawn from the registered model\'s own module with the '
+            'shapes it sees there. Params and MACs are counted on that module at that input; '
+            'where a block replaced an earlier design, it is set against that design built at '
+            'the same widths.</p>' + "\n".join(_block(b, svgs.get(b["key"])) for b in blocks))
+
+
+def _latency_section(chart: str | None, machine: dict) -> str:
+    from .charts import machine_line
+    head = ('<h2 id="latency">FLOPs are not latency</h2><p>Multiply-accumulates count the '
+            'arithmetic, not the time: a depthwise 3×3 does little arithmetic per byte it reads, '
+            'so the mobile families run far below what this CPU reaches on a dense matrix '
+            'product, and a model with fewer MACs can take longer than one with more. What '
+            'matters is the latency on the device you deploy to.</p>')
+    if chart is None:
+        return head + ('<p class="meta">Not measured: this atlas was built with --quick; '
+                       '`cnnzoo evolution -o DIR` times every model.</p>')
+    peak = machine.get("peak_gflops")
+    return (head + f'<figure class="chart" id="fig-flops_vs_latency">{chart}<figcaption>'
+            f'Measured on {_e(machine_line(machine))}. '
+            + (f'Dense peak: the best of 20 fp32 1024×1024 matrix products with the same '
+               f'threads, before and after the models: {peak:.1f} GFLOP/s. ' if peak else "")
+            + 'Static files: <a href="flops_vs_latency.svg">flops_vs_latency.svg</a>, '
+              '<a href="flops_vs_latency.png">flops_vs_latency.png</a>.</figcaption></figure>')
+
+
 def page(rows: list[dict], figures: dict[str, str | None], diagrams: dict[str, str],
-         machine: dict) -> str:
+         machine: dict, blocks: list[dict] = (), block_svgs: dict[str, str] | None = None,
+         interactive: dict[str, str] | None = None) -> str:
     rows = sorted(rows, key=lambda r: (r["year"], r["family"], r["name"]))
     families: dict[str, list[dict]] = {}
     for r in rows:
@@ -130,12 +220,19 @@ def page(rows: list[dict], figures: dict[str, str | None], diagrams: dict[str, s
                         "bubble area is proportional to the parameter count.",
         "params_macs_by_year": "Parameters and compute of every registered model by year.",
     }
+    interactive = interactive or {}
     figs = []
     for stem, caption in captions.items():
         svg = figures.get(stem)
-        if svg:
+        files = (f'Static files for papers and slides: <a href="{stem}.svg">{stem}.svg</a>, '
+                 f'<a href="{stem}.png">{stem}.png</a>.')
+        if stem in interactive:
+            figs.append(f'<figure class="chart" id="fig-{stem}">{interactive[stem]}<figcaption>'
+                        f'{_e(caption)} {files}</figcaption></figure>')
+        elif svg:
             figs.append(f'<figure id="fig-{stem}">{_svg_img(svg, stem)}<figcaption>{_e(caption)} '
-                        f'Files: {stem}.svg, {stem}.png.</figcaption></figure>')
+                        f'{files}</figcaption></figure>')
+    latency = _latency_section(interactive.get("flops_vs_latency"), machine)
     fam_html = []
     for fam, members in families.items():
         first = members[0]
@@ -149,22 +246,29 @@ def page(rows: list[dict], figures: dict[str, str | None], diagrams: dict[str, s
     measured = (f'Measured {when} on {_e(machine["cpu"])} ({machine["cores"]} cores), '
                 f'torch {_e(machine["torch"])}; latency: {_e(machine["latency"])}. '
                 f'MACs are counted by torch.utils.flop_counter (FLOPs = 2 × MACs).')
+    if machine.get("settings"):
+        measured += (" Every model is a variant, built with " + _e(", ".join(
+            f"{k}={v!r}" for k, v in machine["settings"].items())) + ".")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>cnnzoo atlas: the evolution of classic CNNs</title>
-<style>{_CSS}</style></head>
+<style>{_CSS}</style>
+{f'<script>{plotly_js()}</script>' if interactive else ""}</head>
 <body>
 <h1>The evolution of classic CNNs</h1>
 <p>{len(rows)} models of {len(families)} families, from {rows[0]["year"] if rows else "?"} to
 {rows[-1]["year"] if rows else "?"}, built by <code>cnnzoo</code> and measured on one machine.
 {measured}</p>
-<nav><a href="#timeline">timeline</a><a href="#charts">charts</a><a href="#table">table</a>
+<nav><a href="#timeline">timeline</a><a href="#blocks">blocks</a><a href="#charts">charts</a>
+<a href="#latency">FLOPs are not latency</a><a href="#table">table</a>
 <a href="#families">models and diagrams</a></nav>
 <h2 id="timeline">Timeline</h2>
 {figs[0] if figs else "<p>no chart: no model could be measured</p>"}
+{blocks_section(list(blocks), block_svgs or {})}
 <h2 id="charts">Accuracy, size and compute</h2>
 {"".join(figs[1:])}
+{latency}
 <h2 id="table">All models</h2>
 <p class="meta">Click a column to sort.</p>
 {_table(rows)}

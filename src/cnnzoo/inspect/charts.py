@@ -79,6 +79,35 @@ def _place_labels(ax, points: list[tuple[float, float, str]], fontsize: float = 
                     fontsize=fontsize, va="bottom")
 
 
+def _label_some(ax, points: list[tuple], fontsize: float = 7) -> None:
+    """Name as many points as fit with no label over another label or marker, biggest first.
+
+    ``points`` are ``(x, y, text, marker radius in points)``; the rest are in the interactive
+    chart's hover (the static file is for print, where a stack of names helps nobody).
+    """
+    from .interactive import place_labels
+
+    fig = ax.get_figure()
+    fig.canvas.draw()  # the axes' final size, so data maps to the pixels it will have
+    px = 72 / fig.dpi   # display pixels to points
+    bbox = ax.get_window_extent()
+    disp = [(*ax.transData.transform((x, y)), t, r / px) for x, y, t, r in points]
+    placed = place_labels([(dx - bbox.x0, dy - bbox.y0, t, r) for dx, dy, t, r in disp],
+                          (0, bbox.width), (0, bbox.height), False, False, bbox.width,
+                          bbox.height, char_px=0.62 * fontsize / px,
+                          line_px=1.3 * fontsize / px)
+    offsets = {"middle right": ((1, 0), "left", "center"),
+               "middle left": ((-1, 0), "right", "center"),
+               "top center": ((0, 1), "center", "bottom"),
+               "bottom center": ((0, -1), "center", "top")}
+    at = {t: (x, y) for x, y, t, _ in points}
+    for _, _, text, side, gap, _ in placed:
+        x, y = at[text]
+        (ox, oy), ha, va = offsets[side]
+        ax.annotate(text, (x, y), xytext=(ox * gap * px, oy * gap * px),
+                    textcoords="offset points", fontsize=fontsize, ha=ha, va=va)
+
+
 def top1_vs_macs(rows: list[dict]) -> plt.Figure:
     """Paper top-1 against GMACs (log), bubble area proportional to parameters."""
     colors = _family_colors(rows)
@@ -96,7 +125,6 @@ def top1_vs_macs(rows: list[dict]) -> plt.Figure:
     ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-    _place_labels(ax, [(r["macs"] / 1e9, r["top1"], r["name"]) for r in shown])
     ax.set_xlabel("GMACs per image (log scale; multiply-accumulates at the default resolution)")
     ax.set_ylabel("ImageNet top-1 reported in the paper (%)")
     missing = len(rows) - len(shown)
@@ -109,6 +137,10 @@ def top1_vs_macs(rows: list[dict]) -> plt.Figure:
         for handle in legend.legend_handles:
             handle.set_sizes([30])
     fig.tight_layout()
+    # Marker radius in points: scatter's s is the area in points squared.
+    _label_some(ax, [(r["macs"] / 1e9, r["top1"], r["name"],
+                      (30 + 1500 * r["params"] / biggest) ** 0.5 / 2)
+                     for r in sorted(shown, key=lambda r: -r["params"])])
     return fig
 
 
@@ -154,6 +186,60 @@ def by_year(rows: list[dict]) -> plt.Figure:
                frameon=False)
     fig.tight_layout(rect=(0, 0.04 + 0.035 * ((len(labels) - 1) // 8), 1, 1))
     return fig
+
+
+def flops_vs_latency(rows: list[dict], machine: dict) -> plt.Figure:
+    """Latency against MACs (log-log), and achieved GFLOP/s against the machine's dense peak."""
+    colors = _family_colors(rows)
+    rows = [r for r in rows if r.get("macs") and r.get("latency_ms")]
+    peak = machine.get("peak_gflops")
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.8))
+
+    def gflops(r: dict) -> float:
+        return 2 * r["macs"] / (r["latency_ms"] * 1e-3) / 1e9
+
+    for ax, key, label in ((axes[0], lambda r: r["latency_ms"], "CPU latency, ms (log)"),
+                           (axes[1], gflops, "achieved GFLOP/s = 2 × MACs / latency (log)")):
+        for fam in colors:
+            pts = [r for r in rows if r["family"] == fam]
+            if pts:
+                ax.scatter([r["macs"] / 1e9 for r in pts], [key(r) for r in pts], s=30,
+                           color=colors[fam], edgecolor="black", linewidth=0.4, label=fam,
+                           zorder=3)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
+            axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_xlabel("GMACs per image (log)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="major", alpha=0.3)
+        # Only the largest model of each family is named: the rest are in the interactive chart.
+        tops: dict[str, dict] = {}
+        for r in rows:
+            if r["family"] not in tops or r["params"] > tops[r["family"]]["params"]:
+                tops[r["family"]] = r
+        _place_labels(ax, [(r["macs"] / 1e9, key(r), r["name"]) for r in tops.values()], 6.5)
+    if peak:
+        axes[1].axhline(peak, color="#c00000", linestyle="--", linewidth=1)
+        axes[1].annotate(f"dense peak {peak:.0f} GFLOP/s (fp32 matmul)", (0.99, peak),
+                         xycoords=("axes fraction", "data"), ha="right", va="bottom",
+                         fontsize=8, color="#c00000")
+    axes[0].set_title("Latency against MACs", loc="left")
+    axes[1].set_title("How much of the machine each model uses", loc="left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), fontsize=7.5,
+               frameon=False, bbox_to_anchor=(0.5, 0.035))
+    fig.text(0.01, 0.008, "Measured on " + machine_line(machine), fontsize=7.5, color="#444")
+    fig.tight_layout(rect=(0, 0.1 + 0.035 * ((len(labels) - 1) // 8), 1, 1))
+    return fig
+
+
+def machine_line(machine: dict) -> str:
+    """What the latencies were measured on, in one line, for under the chart."""
+    return (f"{machine.get('cpu')} ({machine.get('cores')} cores), torch {machine.get('torch')}; "
+            f"latency: {machine.get('latency')}")
 
 
 def save(fig: plt.Figure, stem: Path) -> str:

@@ -73,10 +73,11 @@ def _is_torch_layer(m: nn.Module) -> bool:
 
 
 class _Tracer(fx.Tracer):
-    def __init__(self, leaves: set[str], atomic: bool):
+    def __init__(self, leaves: set[str], atomic: bool, guess_bools: bool = False):
         super().__init__()
         self.leaves = leaves
         self.atomic = atomic
+        self.guess_bools = guess_bools
         self.module_outputs: dict[str, str] = {}
         self.failed_at: str | None = None
 
@@ -84,6 +85,12 @@ class _Tracer(fx.Tracer):
         if qualname in self.leaves or (self.atomic and is_atomic(m)):
             return True
         return super().is_leaf_module(m, qualname)
+
+    def to_bool(self, obj):
+        # Only the root module can need this (any other is retried as a leaf): a drawn block
+        # whose own forward asks a tensor a question (is it channels-last?) takes the False
+        # branch, the plain one.
+        return False if self.guess_bools else super().to_bool(obj)
 
     def call_module(self, m, forward, args, kwargs):
         path = self.path_of_module(m)
@@ -100,11 +107,14 @@ class _Tracer(fx.Tracer):
 
 
 def trace(model: nn.Module, input_size: tuple[int, ...] | None = None, *,
-          atomic: bool = True) -> ModelGraph:
+          atomic: bool = True, guess_bools: bool = False) -> ModelGraph:
     """Trace ``model`` and propagate shapes for one input of ``input_size`` (C, H, W).
 
     ``atomic=True`` keeps Sequentials of plain torch layers (conv-norm-act) as single nodes, as
     a diagram wants; receptive fields use ``atomic=False`` to see every layer.
+    ``guess_bools=True`` follows the False branch of every question a forward asks a tensor
+    (is it channels-last?) instead of folding that module into one box: one block drawn at full
+    detail wants its insides, a deformable conv's offset branch among them.
     """
     if input_size is None:
         input_size = tuple(model.default_cfg.input_size)
@@ -112,18 +122,26 @@ def trace(model: nn.Module, input_size: tuple[int, ...] | None = None, *,
     was_training = model.training
     model.eval()
     try:
-        return _trace(model, tuple(input_size), atomic)
+        return _trace(model, tuple(input_size), atomic, guess_bools)
     finally:
         model.train(was_training)
 
 
-def _trace(model: nn.Module, input_size: tuple[int, ...], atomic: bool) -> ModelGraph:
+def _trace(model: nn.Module, input_size: tuple[int, ...], atomic: bool,
+           guess: bool) -> ModelGraph:
     leaves: set[str] = set()
     for _ in range(_MAX_RETRIES):
-        tracer = _Tracer(leaves, atomic)
+        tracer = _Tracer(leaves, atomic, guess)
         try:
             graph = tracer.trace(model)
             break
+        except fx.proxy.TraceError:
+            if tracer.failed_at is None and not guess:
+                guess = True
+                continue
+            if tracer.failed_at is None or tracer.failed_at in leaves:
+                raise
+            leaves.add(tracer.failed_at)
         except Exception:
             if tracer.failed_at is None or tracer.failed_at in leaves:
                 raise
@@ -192,3 +210,71 @@ def _to_model_graph(model, input_size, gm: fx.GraphModule, module_outputs) -> Mo
 ADD_OPS = (operator.add, operator.iadd, torch.add, "add", "add_")
 MUL_OPS = (operator.mul, operator.imul, torch.mul, "mul", "mul_")
 CAT_OPS = (torch.cat, torch.concat, "cat")
+
+
+def module_input_size(model: nn.Module, path: str,
+                      input_size: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """The shape (without the batch) of what ``model``'s module at ``path`` receives, found by
+    one pass of the whole model (free on the meta device).
+
+    A module that is never called in inference, or that takes more than one tensor, is a
+    ``CnnzooError``: it has no single input to draw from.
+    """
+    from ..errors import CnnzooError
+
+    module = find_module(model, path)
+    if input_size is None:
+        input_size = tuple(model.default_cfg.input_size)
+    seen: list = []
+
+    def grab(_m, args):
+        if not seen:
+            seen.append(args)
+
+    handle = module.register_forward_pre_hook(grab)
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), meta_norms(device):
+            model(torch.zeros(1, *input_size, device=device))
+    finally:
+        handle.remove()
+        model.train(was_training)
+    if not seen:
+        raise CnnzooError(f"module {path!r} is not called in inference, so it has no input "
+                          f"to draw it from")
+    tensors = [a for a in seen[0] if isinstance(a, torch.Tensor)]
+    if len(tensors) != 1 or len(tensors) != len(seen[0]):
+        raise CnnzooError(f"module {path!r} takes {len(seen[0])} inputs, not one tensor; "
+                          f"draw the module around it")
+    return tuple(tensors[0].shape[1:])
+
+
+def find_module(model: nn.Module, path: str) -> nn.Module:
+    """``model.get_submodule(path)``, with a wrong path said in one line with close names."""
+    import difflib
+
+    from ..errors import CnnzooError
+
+    names = [n for n, _ in model.named_modules() if n]
+    if path not in names:
+        close = difflib.get_close_matches(path, names, n=3, cutoff=0.6)
+        tops = ", ".join(dict.fromkeys(n.split(".")[0] for n in names))
+        hint = f"did you mean {', '.join(close)}?" if close else f"its top-level modules: {tops}"
+        raise CnnzooError(f"{getattr(model, 'model_name', type(model).__name__)} has no module "
+                          f"{path!r}; {hint}")
+    return model.get_submodule(path)
+
+
+def trace_module(model: nn.Module, path: str,
+                 input_size: tuple[int, ...] | None = None) -> ModelGraph:
+    """The graph of one module of ``model`` at every layer, with the shapes it sees inside the
+    whole network at ``input_size`` (the model's own by default)."""
+    shape = module_input_size(model, path, input_size)
+    module = model.get_submodule(path)
+    try:
+        return trace(module, shape, guess_bools=True)
+    except Exception:  # a guessed branch that does not run: the module's dynamic parts folded
+        return trace(module, shape)

@@ -47,7 +47,8 @@ def test_bench_optimize_and_onnxruntime_backend_say_how_they_ran(tmp_path):
     how = _rows(out)[0]["optimized"]
     # Whether folding, oneDNN fusion and micro-batches pay is measured, so either outcome is
     # right; the layout was pinned.
-    assert re.fullmatch(r"optimized: (0|20) BN folded, channels_last"
+    assert re.fullmatch(r"optimized: (1 pools on oneDNN, )?(0|20) BN folded"
+                        r"(, \d+ BatchNorm/SE in place)?, channels_last"
                         r"(, 20 convs fused for oneDNN)?(, micro-batches of [248])?", how), how
     assert main(["bench", "resnet18", "--img-size", "32", "--backend", "onnxruntime",
                  "-o", str(out), "--force", *TINY]) == 0

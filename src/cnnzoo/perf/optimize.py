@@ -35,7 +35,8 @@ from .gates import PooledConv2d, gemm_gates
 from .inference_model import InferenceModel, OptimizeReport
 from .inplace import count_inplace, use_inplace
 from .layout import set_layout
-from .onnxrt import BackendUnavailable, OrtRunner, ort_errors
+from . import onnxrt as _onnxrt
+from .onnxrt import BackendUnavailable
 from .pooling import available as pooling_available, count_pools, use_onednn_pooling
 from .precision import deform_in_float32
 from .preact import fold_preactivation
@@ -335,7 +336,7 @@ class _Search:
             return
         ref = self.example if self.example is not None else \
             _example_input(self.for_ort, 1, self.device)
-        runner = OrtRunner(self.for_ort, example=ref[:1].contiguous(), device=self.device)
+        runner = _onnxrt.OrtRunner(self.for_ort, example=ref[:1].contiguous(), device=self.device)
         slices = [self.micro_batch] if isinstance(self.micro_batch, int) else [None, *self.sizes]
         ort_pool = {"onnxruntime" + (f"_mb{mb}" if mb else ""):
                     self.wrap(self.for_ort, False, runner=runner, micro_batch=mb)
@@ -420,7 +421,7 @@ def onnxruntime_model(model: nn.Module, name: str = "the model") -> nn.Module:
     candidates ``optimize`` would race cost a command more than they save it. A model the
     exporter or ONNX Runtime cannot take ends in one line saying so, like a missing package;
     an error of another kind is a bug of ours and is shown as one."""
-    errors = ort_errors()
+    errors = _onnxrt.ort_errors()
     try:
         fast = optimize(model, onnxruntime=True, micro_batch=None)
         # Two images, once: an export that fixed the batch size, or an op ONNX Runtime cannot

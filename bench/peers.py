@@ -172,7 +172,9 @@ def variants(name: str, args, device: torch.device, x: torch.Tensor) -> dict:
         builders = {"timm": lambda: timm.create_model(timm_name, **timm_kw),
                     "tv": lambda: torchvision.models.get_model(tv_name)}
         if cnnzoo.is_model(name):
-            zoo = {"zoo_eager": lambda: cnnzoo.create_model(name)}
+            # What `cnnzoo train` steps: the model with perf.for_training's conv twins (and
+            # NHWC on a CPU); the plain model trains as timm's does.
+            zoo = {"zoo_eager": lambda: cnnzoo.for_training(cnnzoo.create_model(name))}
             builders = {**builders, **zoo} if args.build_order == "peers-first" else \
                 {**zoo, **builders}
         return {k: train_step(build(), settings, x) for k, build in builders.items()}

@@ -19,7 +19,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from .inplace import InplaceBatchNorm2d
-from .tracer import search_traced
+from .tracer import module_calls, search_traced
 from .training import Conv2d, DepthwiseConv2d
 
 # The torch layers, and the perf twins that compute what they do.
@@ -42,10 +42,7 @@ def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
 
 
 def _pairs_in_graph(graph: fx.Graph, root: nn.Module) -> list[tuple[str, str]]:
-    calls: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+    calls = module_calls(graph)
     pairs = []
     for node in graph.nodes:
         if node.op != "call_module" or len(node.args) != 1 or node.kwargs:

@@ -22,7 +22,7 @@ from torch import fx, nn
 
 from ..layers.deform_conv import DeformConv2d
 from ..layers.squeeze_excite import SqueezeExcite
-from .tracer import PassLayer, search_traced, swap_class, traced
+from .tracer import PassLayer, module_calls, search_traced, swap_class, traced
 
 
 def inference_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,10 +109,7 @@ def _fresh(node, root: nn.Module) -> bool:
 
 def _fresh_inputs(graph: fx.Graph, root: nn.Module) -> list[tuple[str]]:
     """BatchNorm and SE calls (each module called once) whose one input is fresh."""
-    calls: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+    calls = module_calls(graph)
     found = []
     for node in graph.nodes:
         if node.op != "call_module" or len(node.args) != 1 or node.kwargs or \

@@ -30,7 +30,7 @@ import torch
 from torch import fx, nn
 import torch.nn.functional as F
 
-from .tracer import PerfTracer
+from .tracer import PerfTracer, module_calls
 from .training import Conv2d, DepthwiseConv2d
 
 # Convolutions the fused call computes exactly; a depthwise one differs only in training.
@@ -230,10 +230,7 @@ def _fuse_graph(gm: fx.GraphModule, real: nn.Module, shapes: dict[int, tuple[int
     that conv is left alone, for the block whose own forward holds the pattern.
     """
     graph, count, rewritten = gm.graph, 0, False
-    calls: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+    calls = module_calls(graph)
     for node in list(graph.nodes):
         if node.op != "call_module" or calls.get(node.target) != 1 or len(node.args) != 1 \
                 or node.kwargs:

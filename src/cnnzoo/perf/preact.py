@@ -23,7 +23,7 @@ import torch
 from torch import fx, nn
 
 from .inplace import InplaceBatchNorm2d, inference_affine
-from .tracer import search_traced
+from .tracer import module_calls, search_traced
 from .training import Conv2d
 
 
@@ -70,10 +70,7 @@ def _scope(node: fx.Node) -> str:
 
 
 def _triples_in_graph(graph: fx.Graph, root: nn.Module) -> list[tuple[str, str, str, bool]]:
-    calls: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+    calls = module_calls(graph)
     found = []
     for bn in graph.nodes:
         if bn.op != "call_module" or calls[bn.target] != 1 or len(bn.users) != 1 or \

@@ -6,6 +6,7 @@ does for the torch layer it stands for, so the passes after it still find their 
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 import torch
@@ -47,6 +48,12 @@ class PerfTracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, (PassLayer, DeformConv2d, SqueezeExcite)) or \
             super().is_leaf_module(m, qualname)
+
+
+def module_calls(graph: fx.Graph) -> Counter:
+    """How often each module is called in ``graph``: a pass rewrites only modules called once,
+    since a module called twice shares its weights between two places."""
+    return Counter(node.target for node in graph.nodes if node.op == "call_module")
 
 
 def search_traced(module: nn.Module, find: Callable[[fx.Graph, nn.Module], list[tuple]],

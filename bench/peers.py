@@ -26,6 +26,12 @@ above a model's ceiling is out of reach on this machine.
 
     PYTHONPATH=src python bench/peers.py                       # 2-core CPU table of the issue
     PYTHONPATH=src python bench/peers.py --device cuda --amp --channels-last -b 256
+    PYTHONPATH=src python bench/peers.py --int8 --threads 2 --build-order cnnzoo-first
+
+``--int8``: cnnzoo's int8 (``cnnzoo.quantize``, its backends raced), cnnzoo fp32 ``optimize``,
+timm fp32 eager, and torchvision's int8 model where torchvision ships one (its eager-mode
+quantization on the x86 backend: ``fuse_model``, the x86 qconfig, calibrated on the same batch
+as ours, random weights both sides). Ratios are over timm fp32 and over torchvision's int8.
 """
 from __future__ import annotations
 
@@ -92,6 +98,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--channels-last", action="store_true", help="NHWC for every peer")
     p.add_argument("--compile", action="store_true", help="let optimize() try torch.compile")
     p.add_argument("--no-ort", action="store_true", help="skip the ONNX Runtime variant")
+    p.add_argument("--int8", action="store_true",
+                   help="cnnzoo int8, cnnzoo fp32 optimize, timm fp32, torchvision int8")
     p.add_argument("--train", action="store_true",
                    help="time training steps instead (cnnzoo, timm, torchvision; SGD, fused)")
     p.add_argument("--rounds", type=int, default=5)
@@ -178,6 +186,8 @@ def variants(name: str, args, device: torch.device, x: torch.Tensor) -> dict:
             builders = {**builders, **zoo} if args.build_order == "peers-first" else \
                 {**zoo, **builders}
         return {k: train_step(build(), settings, x) for k, build in builders.items()}
+    if args.int8:
+        return int8_variants(name, args, tv_name, timm_name, eager, x)
     out = {}
     if args.build_order == "peers-first":
         out.update(peer_variants(name, tv_name, timm_name, eager))
@@ -199,6 +209,47 @@ def variants(name: str, args, device: torch.device, x: torch.Tensor) -> dict:
             out["zoo_ort"] = lambda: ort(x)
     if args.build_order != "peers-first":
         out.update(peer_variants(name, tv_name, timm_name, eager))
+    return out
+
+
+# torchvision.models.quantization's builders, by torchvision name, with the keywords that make
+# them match the float models timed beside them (no auxiliary heads in inference).
+TV_INT8 = {"resnet50": {}, "mobilenet_v2": {}, "mobilenet_v3_large": {},
+           "googlenet": {"aux_logits": False, "init_weights": False},
+           "inception_v3": {"aux_logits": False, "init_weights": False}}
+
+
+def tv_int8(tv_name: str, x: torch.Tensor):
+    """torchvision's int8 model, quantized as its own recipe does (eager mode, x86 backend)."""
+    import torchvision.models.quantization as tvq
+    from torch.ao import quantization as tq
+    torch.backends.quantized.engine = "x86"
+    model = getattr(tvq, tv_name)(weights=None, quantize=False, **TV_INT8[tv_name]).eval()
+    model.fuse_model(is_qat=False)
+    model.qconfig = tq.get_default_qconfig("x86")
+    tq.prepare(model, inplace=True)
+    with torch.inference_mode():
+        model(x)
+    return tq.convert(model, inplace=True)
+
+
+def int8_variants(name: str, args, tv_name: str, timm_name: str, eager, x) -> dict:
+    import timm
+    out = {}
+    if cnnzoo.is_model(name):
+        zoo = cnnzoo.create_model(name).eval()
+        # Calibrated on the timed batch: int8 kernels take as long whatever the values are.
+        q8 = cnnzoo.quantize(zoo, x, batch_size=args.batch_size)
+        print(f"  {name} int8: {q8.report.describe()}; built in {q8.report.build_s} s"
+              f"{'; failed: ' + str(q8.report.failed) if q8.report.failed else ''}", flush=True)
+        out["zoo_int8"] = lambda: q8(x)
+        opt = optimize(zoo, example=x, channels_last="auto")
+        print(f"  {name} optimised: {opt.report.describe()}", flush=True)
+        out["zoo_opt"] = lambda: opt(x)
+    out["timm"] = eager(timm.create_model(timm_name))
+    if tv_name in TV_INT8:
+        model = tv_int8(tv_name, x)
+        out["tv_int8"] = eager(model)
     return out
 
 
@@ -248,7 +299,8 @@ def measure_model(name: str, args, device: torch.device) -> tuple[dict, float | 
     # Ratios paired round by round (the median of them, and their range): a variant and
     # timm timed seconds apart, not minutes.
     vs_timm = {k: round_ratios(per_step, "timm", k, args.steps)
-               for k in ("zoo_eager", "zoo_opt", "zoo_ort") if "timm" in ips and k in ips}
+               for k in ("zoo_eager", "zoo_opt", "zoo_ort", "zoo_int8")
+               if "timm" in ips and k in ips}
     for k, ratios in vs_timm.items():
         row[f"{k}_vs_timm"] = round(statistics.median(ratios), 3)
         row[f"{k}_vs_timm_range"] = span(min(ratios), max(ratios))
@@ -259,6 +311,10 @@ def measure_model(name: str, args, device: torch.device) -> tuple[dict, float | 
     if cnnzoo.is_model(name) and "zoo_opt" in ips:
         row["gmacs"] = count_gmacs(cnnzoo.create_model(name).to(device), (chans, side, side))
         flops = 2e9 * row["gmacs"] * ips["zoo_opt"]
+    if "tv_int8" in ips and "zoo_int8" in ips:
+        ratios = round_ratios(per_step, "tv_int8", "zoo_int8", args.steps)
+        row["zoo_int8_vs_tv_int8"] = round(statistics.median(ratios), 3)
+        row["zoo_int8_vs_tv_int8_range"] = span(min(ratios), max(ratios))
     if "tv" in ips and "zoo_eager" in ips:
         row["zoo_eager_vs_tv"] = round(statistics.median(
             round_ratios(per_step, "tv", "zoo_eager", args.steps)), 3)
@@ -387,7 +443,7 @@ def main(argv=None) -> int:
         row["zoo_opt_roofline"] = round(flops / 1e9 / peak, 3)
     add_ceilings(rows, peak)
     keys = ("zoo_eager_vs_timm", "zoo_opt_vs_timm", "zoo_ort_vs_timm", "zoo_best_vs_timm",
-            "zoo_eager_vs_tv", "ceiling_vs_timm")
+            "zoo_eager_vs_tv", "zoo_int8_vs_timm", "zoo_int8_vs_tv_int8", "ceiling_vs_timm")
     # Only what was measured: a training run has no optimised or ONNX Runtime column.
     summary = {k: round(geomean([r[k] for r in rows if k in r]), 3) for k in keys
                if any(k in r for r in rows)}
@@ -403,9 +459,11 @@ def main(argv=None) -> int:
 
 
 def _print_markdown(rows: list[dict]) -> None:
-    cols = ["model", "zoo_eager_ips", "zoo_opt_ips", "zoo_ort_ips", "timm_ips", "tv_ips",
-            "zoo_eager_vs_timm", "zoo_eager_vs_timm_range", "zoo_opt_vs_timm", "zoo_best_vs_timm",
-            "zoo_opt_roofline", "timm_roofline", "ceiling_vs_timm"]
+    cols = ["model", "zoo_eager_ips", "zoo_int8_ips", "zoo_opt_ips", "zoo_ort_ips", "timm_ips",
+            "tv_ips", "tv_int8_ips", "zoo_eager_vs_timm", "zoo_eager_vs_timm_range",
+            "zoo_opt_vs_timm", "zoo_best_vs_timm", "zoo_int8_vs_timm", "zoo_int8_vs_timm_range",
+            "zoo_int8_vs_tv_int8", "zoo_int8_vs_tv_int8_range", "zoo_opt_roofline",
+            "timm_roofline", "ceiling_vs_timm"]
     cols = [c for c in cols if any(c in r for r in rows)]
     print("| " + " | ".join(cols) + " |")
     print("|" + " --- |" * len(cols))

@@ -16,7 +16,7 @@ _EXPORTS = {
     "default_cfg": "registry", "is_model": "registry", "list_models": "registry",
     "model_card": "registry", "register_model": "registry",
     "summary": "inspect.summary",
-    "optimize": "perf.optimize", "for_training": "perf.training",
+    "optimize": "perf.optimize", "for_training": "perf.training", "quantize": "perf.quantize",
     "push_to_hub": "weights.hub", "save_pretrained": "weights.saved",
 }
 __all__ = sorted(_EXPORTS)

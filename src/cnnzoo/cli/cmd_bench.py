@@ -43,6 +43,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimize", action="store_true",
                    help="cnnzoo.perf.optimize: BN folding, layout and AMP mode chosen by "
                         "measuring on the device")
+    p.add_argument("--int8", nargs="?", const="auto", default=None,
+                   choices=("auto", "onnxruntime", "inductor"),
+                   help="time the model quantized to int8 (cnnzoo.quantize, CPU): 'auto' (the "
+                        "default) races ONNX Runtime's and PyTorch's int8 and keeps the faster")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if any)")
     p.add_argument("--backend", choices=BACKENDS, default="torch")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps first (default 10)")
@@ -86,7 +90,7 @@ def _bench(name: str, settings: BenchSettings, progress) -> dict:
 
 
 def _settings(args: argparse.Namespace) -> BenchSettings:
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or ("cuda" if torch.cuda.is_available() and not args.int8 else "cpu")
     try:
         dev = torch.device(device)
     except RuntimeError as exc:
@@ -97,7 +101,8 @@ def _settings(args: argparse.Namespace) -> BenchSettings:
     s = BenchSettings(batch_size=batch, img_size=args.img_size, mode=args.mode, amp=args.amp,
                       amp_dtype=args.amp_dtype, channels_last=args.channels_last,
                       compile=args.compile, optimize=args.optimize, device=device,
-                      backend=args.backend, warmup=args.warmup, steps=args.steps)
+                      backend=args.backend, warmup=args.warmup, steps=args.steps,
+                      int8=args.int8)
     s.check()
     return s
 

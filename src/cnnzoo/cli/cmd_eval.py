@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import CnnzooError
+from ._int8 import add_int8_options
 from ._types import positive_int
 from .cmd_predict import MODEL_HELP, add_backend_options
 
@@ -38,6 +39,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "batch; with --amp, bf16 or fp16 on weights cast once where faster")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     add_backend_options(p)
+    add_int8_options(p, "with --int8: calibrate on this many training images of the run (or of "
+                        "DATA), never the ones scored (default 256)")
     p.add_argument("-o", "--confusion", metavar="PNG",
                    help="confusion-matrix picture (default: confusion-DATA.png in the run folder, "
                         "else in the current folder)")
@@ -81,6 +84,24 @@ def _dataset(args, config: dict | None, model):
     return source, eval_view(source.train, None, tf), "all images"
 
 
+def _int8(args, config: dict | None, model):
+    """The model quantized on ``--calib`` training images: the run's own training data, less
+    its held-out split, or DATA's training part (never its val/ or test/ folder)."""
+    from ..data import load_source
+    from ..engine.run_dir import read_split
+    from ..perf.quantize import quantize
+    from ._int8 import calibration_loader
+
+    train_cfg = (config or {}).get("train", {})
+    data = train_cfg.get("data") or args.data
+    source = load_source(data, root=args.data_root or train_cfg.get("data_root"),
+                         download=args.download)
+    held = read_split(Path(args.run)) if args.run and data == train_cfg.get("data") else None
+    loader = calibration_loader(source, model.default_cfg, args.calib, held_out=held)
+    backend = None if args.int8_backend == "auto" else args.int8_backend
+    return quantize(model, loader, limit=args.calib, backend=backend)
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -99,6 +120,10 @@ def run(args: argparse.Namespace) -> int:
     if ort and args.optimize:
         raise CnnzooError("--optimize is for the torch backend (ONNX Runtime folds BatchNorm "
                           "and lays out its tensors itself)")
+    if args.int8 and (ort or args.optimize or args.amp != "none" or args.channels_last
+                      or (args.device or "cpu").split(":")[0] != "cpu"):
+        raise CnnzooError("--int8 runs on the CPU and chooses its own backend: drop --backend, "
+                          "--optimize, --amp and --channels-last, and use --device cpu")
     if args.weights and args.pretrained:
         raise CnnzooError("give --weights or --pretrained, not both")
     model, resolved = load_model(args)
@@ -115,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     png = Path(args.confusion) if args.confusion else default_png
     if png.exists() and not args.force:
         raise CnnzooError(f"{png} exists; pass --force to overwrite it or -o another file")
-    device = setup(args.device or ("cpu" if ort else None)).device
+    device = setup(args.device or ("cpu" if ort or args.int8 else None)).device
     model.to(device)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -124,6 +149,9 @@ def run(args: argparse.Namespace) -> int:
         model = onnxruntime_model(model, model.model_name)
     loader = make_loader(dataset, batch_size=args.batch_size, train=False, seed=0)
     optimized = None
+    if args.int8:
+        model = _int8(args, config, model)
+        optimized = model.report.describe()
     if args.optimize:
         from ..perf import optimize
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
@@ -144,13 +172,13 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"top1": result.top1, "top5": result.top5, "loss": result.loss,
                           "images": result.count, "per_class": per_class,
                           "confusion_png": str(png), "skipped_images": skipped,
-                          "optimized": optimized}, indent=2))
+                          "optimized": optimized, "int8": args.int8}, indent=2))
         return 0
     if skipped:
         print(f"skipped {len(skipped)} unreadable image(s): {skipped[0]['file']} "
               f"({skipped[0]['reason']}){' ...' if len(skipped) > 1 else ''}")
     if optimized:
-        print(f"optimized: {optimized}")
+        print(f"{'int8' if args.int8 else 'optimized'}: {optimized}")
     print(f"{args.model} on {source.spec} ({which}, {result.count} images): "
           f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  loss {result.loss:.4f}")
     width = max(len(n) for n in names)

@@ -52,6 +52,8 @@ class BenchSettings:
     backend: str = "torch"
     warmup: int = 10
     steps: int = 40
+    # int8 (``quantize``): None, or the backend asked for ('auto' races them).
+    int8: str | None = None
 
     def check(self) -> None:
         if self.mode not in MODES:
@@ -65,6 +67,14 @@ class BenchSettings:
                                      "use --mode infer")
         if self.backend == "onnxruntime" and (self.amp or self.compile):
             raise BenchSettingsError("--amp and --compile apply to the torch backend only")
+        if self.int8 is not None and (self.mode != "infer" or self.amp or self.compile
+                                      or self.optimize or self.channels_last
+                                      or self.backend != "torch"
+                                      or self.torch_device.type != "cpu"):
+            raise BenchSettingsError("--int8 times inference on the CPU and picks its own "
+                                     "backend and layout: use --mode infer, --device cpu and "
+                                     "none of --amp, --compile, --optimize, --channels-last, "
+                                     "--backend")
         if self.amp_dtype not in (None, "float16", "bfloat16"):
             raise BenchSettingsError("amp dtype must be float16 or bfloat16")
         try:
@@ -122,7 +132,17 @@ def benchmark_inference(model: nn.Module, settings: BenchSettings, input_size, *
     model = model.to(device).eval()
     x = _input(settings, input_size, settings.channels_last)
     how = "eager"
-    if settings.backend == "onnxruntime":
+    backend = {}
+    if settings.int8 is not None:
+        from .quantize import quantize
+
+        # Calibrated on random images: int8 kernels take as long whatever the values are.
+        fast = quantize(model, x, backend=None if settings.int8 == "auto" else settings.int8,
+                        batch_size=settings.batch_size)
+        step = lambda: fast(x)  # noqa: E731
+        how = f"int8: {fast.report.describe()}"
+        backend = {"backend": f"int8 {fast.report.backend}"}
+    elif settings.backend == "onnxruntime":
         if settings.optimize:
             # BN folded, and the batch sliced where that measured faster (optimize's ONNX
             # Runtime stage; the oneDNN-fused calls are torch's own, with no ONNX form).
@@ -161,7 +181,7 @@ def benchmark_inference(model: nn.Module, settings: BenchSettings, input_size, *
     report = (lambda i, n: progress("infer", i, n)) if progress else None
     per_step, wall = time_steps(step, warmup=settings.warmup, steps=settings.steps,
                                 sync=synchronizer(device), clock=clock, on_step=report)
-    return _result("infer", per_step, wall, settings, input_size[-1]), how
+    return {**_result("infer", per_step, wall, settings, input_size[-1]), **backend}, how
 
 
 def _optimizer(model: nn.Module, scaled: bool = False) -> torch.optim.Optimizer:
@@ -243,7 +263,7 @@ def bench_model(name: str, settings: BenchSettings, *, clock: Clock = time.perf_
         result, how = benchmark_inference(model, settings, input_size, clock=clock,
                                           progress=progress)
         row.update(result)
-        row["optimized"] = how if settings.optimize else ""
+        row["optimized"] = how if settings.optimize or settings.int8 else ""
     if settings.mode in ("train", "both"):
         model = build()  # a fresh one: optimize() and compile must not leak into training
         row.update(benchmark_train(model, settings, input_size, clock=clock, progress=progress))

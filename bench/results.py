@@ -40,12 +40,14 @@ def cpu_info() -> tuple[str, str]:
 
 
 def commit() -> str:
-    """The repository's short commit, '+dirty' when the tree differs from it."""
+    """The repository's short commit, '+dirty' when its code differs from it."""
     here = Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, text=True,
                               capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        # Only code makes a measurement differ from its commit: edited docs or data do not.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ":/src", ":/bench/*.py", ":/pyproject.toml"],
                                cwd=here, text=True, capture_output=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -53,8 +53,8 @@ def table(rows: list[dict]) -> str:
         cells = []
         for k, _ in cols:
             v = r.get(k) or "–"
-            if k == "zoo_eager_vs_timm" and r.get("zoo_eager_vs_timm_range"):
-                v += f" ({r['zoo_eager_vs_timm_range']})"
+            if r.get(f"{k}_range"):  # the rounds' spread: how far to trust the ratio
+                v += f" ({r[f'{k}_range']})"
             cells.append(v)
         lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
     means = []

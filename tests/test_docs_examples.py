@@ -123,6 +123,14 @@ def _subparser(name: str):
     return action.choices.get(name)
 
 
+def _number(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
+
 def _help(sub: str) -> str:
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
@@ -142,10 +150,13 @@ def test_cnnzoo_commands_exist_and_the_cheap_ones_run(page, offline, capsys):
         except SystemExit:
             pytest.fail(f"{where}: {capsys.readouterr().err.strip()}")
         text = helps.setdefault(argv[0], _help(argv[0]))
+        flags = set(_subparser(argv[0])._option_string_actions)
         for word in argv[1:]:
-            if word.startswith("-") and word != "-":
+            if word.startswith("-") and word != "-" and not _number(word):
                 flag = word.split("=", 1)[0]
-                assert flag in text, f"{where}: {flag} is not in `cnnzoo {argv[0]} --help`"
+                # Exactly a flag of the subcommand: argparse would take `--dept` for `--depth`.
+                assert flag in flags and re.search(rf"(^|[\s,\[]){re.escape(flag)}\b", text), \
+                    f"{where}: {flag} is not a flag of `cnnzoo {argv[0]} --help`"
         if argv[0] in RUN:
             assert main(argv) == 0, where
 

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # queued for the other, so the few long ones (B7 at 600, oneDNN freezing) don't end the run alone.
 JOBS ?= 2
 
-.PHONY: run test install clean system-deps graphviz
+.PHONY: run test docs install clean system-deps graphviz
 
 # pyproject.toml holds the supported ranges; constraints.txt the exact versions tests run on.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -29,7 +29,13 @@ run: install graphviz
 test: install system-deps
 	$(PY) -m pytest -n $(JOBS) --dist worksteal -q
 
-# The atlas browser test drives Debian's chromium; diagrams are rendered by Graphviz's dot.
+# The site, offline: fonts are the system's, search is MkDocs's own index, the API reference
+# is read from the docstrings, and the pictures are drawn by tools/docs_hooks.py.
+docs: install graphviz
+	$(PY) -m pip install -q -c constraints.txt -e '.[docs]'
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d site
+
+# The atlas and docs browser tests drive Debian's chromium; diagrams are rendered by Graphviz's dot.
 system-deps:
 	@command -v chromium >/dev/null 2>&1 && command -v dot >/dev/null 2>&1 || { \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
@@ -41,4 +47,4 @@ graphviz:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends graphviz; }
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) build site src/*.egg-info

@@ -36,7 +36,6 @@ as ours, random weights both sides). Ratios are over timm fp32 and over torchvis
 from __future__ import annotations
 
 import argparse
-import csv
 import gc
 import json
 import math
@@ -105,7 +104,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=3, help="timed steps per variant per round")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before the first round")
-    p.add_argument("--csv", default=None, help="also write the table here")
+    p.add_argument("--csv", default=None, help="also add the rows to this CSV (bench/results/)")
     p.add_argument("--in-process", action="store_true",
                    help="every model in this one process (by default each gets its own); "
                         "with --build-order both each model still gets two")
@@ -449,12 +448,11 @@ def main(argv=None) -> int:
                if any(k in r for r in rows)}
     print("geometric mean: " + ", ".join(f"{k}={v}" for k, v in summary.items()), flush=True)
     _print_markdown(rows)
-    if args.csv:
-        cols = list(dict.fromkeys(k for r in rows for k in r))
-        with open(args.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=cols)
-            w.writeheader()
-            w.writerows(rows)
+    if args.csv:  # each row with its machine, torch, commit and command (bench/results.py)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from results import write_rows
+        write_rows(args.csv, rows, threads=torch.get_num_threads(), argv=argv,
+                   roofline_gflops=round(peak, 1))
     return 0
 
 

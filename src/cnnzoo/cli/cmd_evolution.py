@@ -6,7 +6,7 @@ import os
 import sys
 
 from ..errors import CnnzooError
-from ..inspect.atlas import build_atlas
+from ..inspect.atlas import DOCS_URL, build_atlas
 from ..inspect.variants import check_variant
 from ..registry import list_models
 from ._types import add_set_option
@@ -29,6 +29,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="time only the models matching this wildcard (default: all of them)")
     p.add_argument("--quick", action="store_true",
                    help="skip the latency: params, MACs and diagrams only (seconds, not minutes)")
+    p.add_argument("--docs-url", default=DOCS_URL, metavar="URL",
+                   help="where each model's docs link points: the site `make docs` builds "
+                        f"(default {DOCS_URL}, relative to DIR)")
     p.add_argument("--force", action="store_true", help="overwrite an atlas already in DIR")
     add_set_option(p)
 
@@ -49,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         check_variant(name, settings)
     build_atlas(args.output, args.models, quick=args.quick, runs=args.runs,
                 threads=args.threads, settings=settings, timed=args.timed,
+                docs_url=args.docs_url,
                 log=lambda line: print(line, file=sys.stderr, flush=True))
     print(index)
     return 0

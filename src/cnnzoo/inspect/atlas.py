@@ -27,6 +27,10 @@ from .graph import trace
 from .meta import on_meta
 from .summary import human
 
+# Where the model-zoo page of the docs is, from the atlas's folder: `make run` writes atlas/ and
+# `make docs` writes site/ beside it; the docs build puts the atlas inside the site, one up.
+DOCS_URL = "../site/"
+
 
 @dataclass
 class AtlasRow:
@@ -147,11 +151,13 @@ def dense_peak_gflops(threads: int = 1, n: int = 1024, runs: int = 20) -> float:
 
 def build_atlas(out_dir: str | Path, pattern: str = "*", *, quick: bool = False, runs: int = 3,
                 threads: int = 1, settings: dict | None = None, with_blocks: bool = True,
-                timed: str = "*", log: Callable[[str], None] = print) -> Path:
+                timed: str = "*", docs_url: str | None = DOCS_URL,
+                log: Callable[[str], None] = print) -> Path:
     """Measure every model matching ``pattern`` and write ``out_dir``/index.html and its charts.
 
     ``quick`` skips the latency (the only part that runs real arithmetic) for tests and previews;
     otherwise the models matching ``timed`` are timed, and the machine's dense peak with them.
+    Each model links to its entry on the docs' model-zoo page under ``docs_url`` (None: no link).
     """
     out = Path(out_dir)
     (out / "diagrams").mkdir(parents=True, exist_ok=True)
@@ -203,6 +209,6 @@ def build_atlas(out_dir: str | Path, pattern: str = "*", *, quick: bool = False,
                                                     blocks=blocks), indent=2))
     from .atlas_html import page
     (out / "index.html").write_text(page(data, figures, diagrams, machine, blocks, block_svgs,
-                                         interactive))
+                                         interactive, docs_url))
     log(f"wrote {out / 'index.html'} ({len(rows)} models, {time.perf_counter() - started:.0f} s)")
     return out / "index.html"

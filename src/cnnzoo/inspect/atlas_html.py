@@ -24,6 +24,7 @@ tr:hover td { background: #fafaf0; }
 .family { margin-top: 2rem; } .family p { margin: .2rem 0 .6rem; color: #444; }
 .model { border: 1px solid #e4e4e4; border-radius: 6px; padding: .5rem .9rem; margin: .6rem 0; }
 .model h4 { margin: .2rem 0; font-size: 1.05rem; }
+.model h4 a.docs { font-size: .8rem; font-weight: normal; margin-left: .5rem; }
 .meta { color: #555; font-size: .88rem; }
 .err { color: #a00; }
 details summary { cursor: pointer; color: #2a5db0; margin: .3rem 0; }
@@ -108,9 +109,17 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def _model_section(r: dict, diagram: str | None) -> str:
+def docs_link(name: str, docs_url: str | None) -> str:
+    """The model's entry on the docs' model-zoo page (its anchor is the model's name)."""
+    if docs_url is None:
+        return ""
+    return (f' <a class="docs" href="{_e(docs_url)}model-zoo.html#{_e(name)}">'
+            f'docs</a>')
+
+
+def _model_section(r: dict, diagram: str | None, docs_url: str | None = None) -> str:
     parts = [f'<div class="model" id="m-{_e(r["name"])}" data-model="{_e(r["name"])}">',
-             f'<h4>{_e(r["name"])}</h4>']
+             f'<h4>{_e(r["name"])}{docs_link(r["name"], docs_url)}</h4>']
     if r.get("error"):
         parts.append(f'<p class="err">could not be measured: {_e(r["error"])}</p>')
     else:
@@ -208,7 +217,7 @@ def _latency_section(chart: str | None, machine: dict) -> str:
 
 def page(rows: list[dict], figures: dict[str, str | None], diagrams: dict[str, str],
          machine: dict, blocks: list[dict] = (), block_svgs: dict[str, str] | None = None,
-         interactive: dict[str, str] | None = None) -> str:
+         interactive: dict[str, str] | None = None, docs_url: str | None = None) -> str:
     rows = sorted(rows, key=lambda r: (r["year"], r["family"], r["name"]))
     families: dict[str, list[dict]] = {}
     for r in rows:
@@ -240,7 +249,8 @@ def page(rows: list[dict], figures: dict[str, str | None], diagrams: dict[str, s
             else f' — {_e(first["paper"])}'
         fam_html.append(f'<section class="family" id="f-{_e(fam)}"><h3>{_e(fam)} '
                         f'({first["year"]})</h3><p>{_e(first["innovation"])}{link}</p>' +
-                        "\n".join(_model_section(r, diagrams.get(r["name"])) for r in members) +
+                        "\n".join(_model_section(r, diagrams.get(r["name"]), docs_url)
+                                  for r in members) +
                         "</section>")
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     measured = (f'Measured {when} on {_e(machine["cpu"])} ({machine["cores"]} cores), '

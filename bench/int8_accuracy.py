@@ -9,12 +9,14 @@ is quantized with each backend's numerics: ONNX Runtime's QDQ model, and PyTorch
 gives the fp32 top-1, each int8 top-1, and the share of held-out images on which int8 and fp32
 pick the same class.
 
-    PYTHONPATH=src python bench/int8_accuracy.py [--epochs 4] [--csv bench/results/int8-accuracy.csv]
+    PYTHONPATH=src python bench/int8_accuracy.py --csv bench/results/accuracy/int8-mnist.csv
+
+The CSV rows carry the machine, torch and commit (bench/results.py); docs/int8.md's table is
+rendered from them by tools/gen_performance.py.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import time
@@ -111,11 +113,9 @@ def main() -> int:
     for r in rows:
         print("| " + " | ".join(str(v) for v in r.values()) + " |")
     if args.csv:
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from results import write_rows
+        write_rows(args.csv, rows, threads=args.threads)
     return 0
 
 

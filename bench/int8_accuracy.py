@@ -3,7 +3,8 @@ then quantized by ``cnnzoo.quantize`` on 256 of their training images, scored on
 
 The data is the real MNIST t10k pair in ../shared/data/mnist (the only real MNIST at hand): its
 first 8,000 images train, its last 2,000 are held out. Images are padded from 28 to 32 pixels,
-one grey channel. Each model trains from scratch (SGD, momentum 0.9, one-cycle, batch 64), then
+one grey channel. Each model trains from scratch (one-cycle, batch 64; SGD with momentum 0.9,
+AdamW for efficientnet_b0), then
 is quantized with each backend's numerics: ONNX Runtime's QDQ model, and PyTorch's PT2E graph
 (``reference``: the same int8 arithmetic inductor compiles, without the compile). The table
 gives the fp32 top-1, each int8 top-1, and the share of held-out images on which int8 and fp32
@@ -40,6 +41,10 @@ def load(data: Path):
     return (x[:8000], labels[:8000]), (x[8000:10000], labels[8000:10000])
 
 
+# The optimiser each trains with: SGD left efficientnet_b0 at 71% after 4 epochs, AdamW at 90%.
+RECIPES = {"efficientnet_b0": ("adamw", 3e-3)}
+
+
 def train(name: str, data, epochs: int, batch: int, lr: float, seed: int):
     import torch
 
@@ -49,8 +54,10 @@ def train(name: str, data, epochs: int, batch: int, lr: float, seed: int):
     model = create_model(name, num_classes=10, in_chans=1)
     x, y = data
     steps = epochs * (len(x) // batch)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4,
-                          nesterov=True)
+    kind, lr = RECIPES.get(name, ("sgd", lr))
+    opt = (torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05) if kind == "adamw"
+           else torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4,
+                                nesterov=True))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     loss_fn = torch.nn.CrossEntropyLoss()
     model.train()
@@ -77,7 +84,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(SHARED / "data" / "mnist"))
     p.add_argument("--models", default=",".join(MODELS))
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("-b", "--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--calib", type=int, default=256)

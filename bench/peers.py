@@ -220,16 +220,20 @@ TV_INT8 = {"resnet50": {}, "mobilenet_v2": {}, "mobilenet_v3_large": {},
 
 def tv_int8(tv_name: str, x: torch.Tensor):
     """torchvision's int8 model, quantized as its own recipe does (eager mode, x86 backend)."""
+    import warnings
+
     import torchvision.models.quantization as tvq
     from torch.ao import quantization as tq
     torch.backends.quantized.engine = "x86"
-    model = getattr(tvq, tv_name)(weights=None, quantize=False, **TV_INT8[tv_name]).eval()
-    model.fuse_model(is_qat=False)
-    model.qconfig = tq.get_default_qconfig("x86")
-    tq.prepare(model, inplace=True)
-    with torch.inference_mode():
-        model(x)
-    return tq.convert(model, inplace=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's eager mode announces its deprecation
+        model = getattr(tvq, tv_name)(weights=None, quantize=False, **TV_INT8[tv_name]).eval()
+        model.fuse_model(is_qat=False)
+        model.qconfig = tq.get_default_qconfig("x86")
+        tq.prepare(model, inplace=True)
+        with torch.inference_mode():
+            model(x)
+        return tq.convert(model, inplace=True)
 
 
 def int8_variants(name: str, args, tv_name: str, timm_name: str, eager, x) -> dict:

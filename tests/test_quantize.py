@@ -26,7 +26,7 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a, b).min())
 
 
-def _calibrated(name: str, batch: int = 16):
+def _calibrated(name: str, batch: int = 8):
     torch.manual_seed(0)
     model = randomise_bn(create_model(name))
     x = small_input(name, batch)

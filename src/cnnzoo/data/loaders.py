@@ -17,7 +17,6 @@ the notes in the main process and raises the errors they carry as one line.
 """
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -129,29 +128,12 @@ class TransformedSubset(Dataset):
         return None, -1, notes
 
 
-# Largest batch of images a worker sends by value (see collate_noted).
-INLINE_BYTES = 512 * 1024
-
-
-def collate_noted(items, inline_bytes: int = 0):
-    """``(images, labels, notes)`` of a batch of noted items, the left-out ones dropped.
-
-    A batch of at most ``inline_bytes`` of image tensors comes as a NumPy array and a list of
-    labels, which a worker's queue pickles by value, instead of two tensors in shared memory,
-    each of which the main process fetches through a socket of its own (a connection, an
-    authentication, a descriptor and a mapping); :class:`NotedLoader` turns them back into
-    tensors. Measured on a DataLoader of zero images, 2 workers, 150 batches of 64 (CPU time of
-    the main process and the workers together, median of 5, 2-core EPYC, loaded): 0.37 ->
-    0.16 s at 64x1x32x32 floats (256 KiB), 0.49 -> 0.23 s at 512 KiB, 0.44 -> 0.41 s at
-    768 KiB, and worse from 1 MiB on (1.00 -> 1.67 s at 3 MiB): beyond that, sharing wins.
-    """
+def collate_noted(items):
+    """``(images, labels, notes)`` of a batch of noted items, the left-out ones dropped."""
     notes = [n for item in items for n in item[2]]
     kept = [(x, y) for x, y, _ in items if x is not None]
     if not kept:
         return torch.empty(0), torch.empty(0, dtype=torch.long), notes
-    if inline_bytes and all(isinstance(x, torch.Tensor) for x, _ in kept) and \
-            sum(x.nbytes for x, _ in kept) <= inline_bytes:
-        return torch.stack([x for x, _ in kept]).numpy(), [y for _, y in kept], notes
     images, labels = default_collate(kept)
     return images, labels, notes
 
@@ -185,8 +167,6 @@ class NotedLoader:
                 yield batch
                 continue
             images, labels, notes = batch
-            if not isinstance(images, torch.Tensor):  # sent by value (collate_noted)
-                images, labels = torch.from_numpy(images), torch.tensor(labels, dtype=torch.long)
             for note in notes:
                 if note[0] == "error":
                     raise DataError(note[1])
@@ -351,9 +331,7 @@ def make_loader(ds: Dataset, *, batch_size: int, train: bool, seed: int, rank: i
                                       collate_fn=collate_noted, pin_memory=pin_memory))
     kind = SeededSampler if train else EpochSampler
     sampler = kind(len(ds), shuffle=train, seed=seed, rank=rank, world=world)
-    # Pinned batches must stay tensors for the loader to pin them.
-    inline = INLINE_BYTES if workers > 0 and not pin_memory else 0
     return NotedLoader(DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
                                   drop_last=False, pin_memory=pin_memory,
-                                  collate_fn=functools.partial(collate_noted, inline_bytes=inline),
-                                  persistent_workers=workers > 0, generator=generator))
+                                  collate_fn=collate_noted, persistent_workers=workers > 0,
+                                  generator=generator))

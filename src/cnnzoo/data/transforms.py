@@ -133,8 +133,8 @@ class DirectCompose:
 
     def __call__(self, image):
         x = image
-        for step, direct, coin in self.steps:
-            if not direct:
+        for step, known, coin in self.steps:
+            if not known:
                 x = step(x)
                 continue
             step.check_inputs([x])

@@ -143,6 +143,57 @@ def test_photo_eval_transform_resizes_then_centre_crops(tmp_path):
     assert torch.allclose(x, torch.full_like(x, expected), atol=1e-2)
 
 
+@pytest.mark.parametrize("model, kind, mode", [("lenet5", "photo", "RGB"),
+                                              ("resnet18", "photo", "L"),
+                                              ("resnet18", "digits", "L")])
+def test_direct_compose_gives_the_composes_values_and_random_draws(model, kind, mode):
+    # The loaders run build_transform's Compose through DirectCompose: it must be the same
+    # function of (image, seed), and leave the generator where the Compose leaves it.
+    from PIL import Image
+
+    from cnnzoo.data.loaders import apply_seeded
+    from cnnzoo.data.transforms import DirectCompose, direct
+
+    cfg = create_model(model, num_classes=3).default_cfg
+    rng = np.random.default_rng(0)
+    for train in (True, False):
+        tf = build_transform(cfg, train=train, kind=kind)
+        fast = direct(tf)
+        assert isinstance(fast, DirectCompose)
+        for key in range(40):
+            size = tuple(int(v) for v in rng.integers(9, 70, 2))
+            pixels = rng.integers(0, 256, (*size, 3 if mode == "RGB" else 1), dtype=np.uint8)
+            image = Image.fromarray(pixels.squeeze(-1) if mode == "L" else pixels, mode)
+            assert torch.equal(apply_seeded(fast, image, key), apply_seeded(tf, image, key))
+            torch.manual_seed(key)
+            a, after = fast(image), torch.rand(1)
+            torch.manual_seed(key)
+            b = tf(image)
+            assert torch.equal(a, b) and torch.equal(after, torch.rand(1))
+
+
+@pytest.mark.parametrize("model", ["lenet5", "resnet18"])
+def test_batched_fetch_gives_the_items_one_by_one_fetches_give(tmp_path, model):
+    # __getitems__ runs the per-pixel end of the transform on the whole batch: the same bits
+    # as item by item, with unreadable files substituted (training) or left out (evaluation).
+    from cnnzoo.data.loaders import TransformedSubset, sample_seed
+
+    root = make_image_folder(tmp_path / "data", per_class=6, size=23)
+    (root / "red" / "2.png").write_bytes(b"not a png")
+    src = load_source(str(root))
+    cfg = create_model(model, num_classes=3).default_cfg.replace(input_size=(3, 40, 40))
+    for train in (True, False):
+        ds = TransformedSubset(src.train, None, build_transform(cfg, train=train, kind="photo"),
+                               substitute=train)
+        items = [(i, sample_seed(3, 1, i)) if train else i for i in range(len(ds))]
+        one_by_one, batched = [ds[i] for i in items], ds.__getitems__(items)
+        assert len(batched) == len(one_by_one) == len(ds)
+        for (a, la, na), (b, lb, nb) in zip(one_by_one, batched):
+            assert la == lb and na == nb
+            assert b is None if a is None else torch.equal(a, b)
+        assert sum(x is None for x, _, _ in batched) == (0 if train else 1)
+
+
 def test_torchvision_mnist_loads_from_local_files_without_download(tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     for prefix in ("train", "t10k"):

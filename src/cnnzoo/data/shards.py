@@ -238,7 +238,9 @@ class ShardSet(IterableDataset):
         return new
 
     def transformed(self, transform, *, train: bool) -> "ShardSet":
-        return self._with(transform=transform, train=train)
+        from .transforms import direct
+
+        return self._with(transform=direct(transform), train=train)
 
     def relabeled(self, mapping: list[int]) -> "ShardSet":
         return self._with(mapping=mapping)

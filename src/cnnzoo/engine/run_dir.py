@@ -115,12 +115,17 @@ def write_metrics(path: Path, history: list[dict]) -> None:
 
 
 def plot_curves(path: Path, history: list[dict], title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """curves.png: loss and top-1 per epoch, train and validation.
+
+    Drawn on a bare ``Figure`` with fixed margins: ``tight_layout`` renders the figure once more
+    just to measure its labels, and pyplot keeps every figure in its global registry. One
+    epoch's curves, min of 3 x 3 draws after a first, 2-core EPYC: 0.22-0.27 s -> 0.15 s.
+    """
+    from matplotlib.figure import Figure
 
     epochs = [r["epoch"] for r in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for key, label in (("train_loss", "train"), ("val_loss", "validation")):
         ax_loss.plot(epochs, [r.get(key) for r in history], marker="o", label=label)
     for key, label in (("train_acc", "train"), ("val_acc", "validation")):
@@ -131,6 +136,6 @@ def plot_curves(path: Path, history: list[dict], title: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
-    fig.tight_layout()
+    # Room for six-character tick labels (0.0001) beside each axis.
+    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.13, top=0.85, wspace=0.25)
     atomic_write(path / CURVES, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
-    plt.close(fig)

@@ -206,3 +206,15 @@ def test_torchvision_mnist_loads_from_local_files_without_download(tmp_path):
     src = load_source("mnist", root=tmp_path, download=False)
     assert len(src.train) == 20 and len(src.val) == 20 and src.kind == "digits"
     assert src.classes[0] == "zero"
+
+
+def test_direct_transforms_fall_back_to_v2_without_torchvisions_private_helpers(monkeypatch):
+    """DirectCompose leans on two private torchvision helpers; without them v2 runs as it is."""
+    from cnnzoo.data import build_transform
+    from cnnzoo.data import transforms as tfs
+    from cnnzoo.registry import default_cfg
+
+    tf = build_transform(default_cfg("lenet5"), train=False, kind="digits")
+    assert isinstance(tfs.direct(tf), tfs.DirectCompose)
+    monkeypatch.setattr(tfs, "check_type", None)
+    assert tfs.direct(tf) is tf

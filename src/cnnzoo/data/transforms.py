@@ -14,8 +14,12 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
-from torchvision.transforms.v2._transform import _RandomApplyTransform
-from torchvision.transforms.v2._utils import check_type
+
+try:  # private to torchvision: without them, DirectCompose is not used and v2 runs as it is
+    from torchvision.transforms.v2._transform import _RandomApplyTransform
+    from torchvision.transforms.v2._utils import check_type
+except ImportError:  # pragma: no cover - another torchvision's layout
+    _RandomApplyTransform = check_type = None
 
 _INTERPOLATION = {
     "nearest": InterpolationMode.NEAREST,
@@ -104,7 +108,8 @@ _DIRECT = (v2.ToImage, v2.Resize, v2.CenterCrop, v2.RandomResizedCrop, v2.Random
 
 
 def _direct(step) -> bool:
-    if type(step) not in _DIRECT:
+    if type(step) not in _DIRECT or not all(
+            hasattr(step, a) for a in ("make_params", "transform", "_transformed_types")):
         return False
     # A per-type dtype treats plain tensors apart from images; one dtype treats them alike.
     return not isinstance(step, v2.ToDtype) or isinstance(step.dtype, torch.dtype)
@@ -149,7 +154,9 @@ class DirectCompose:
 
 def direct(transform):
     """:class:`DirectCompose` of a v2 ``Compose``; any other transform as it is."""
-    return DirectCompose(transform.transforms) if type(transform) is v2.Compose else transform
+    if check_type is None or type(transform) is not v2.Compose:
+        return transform
+    return DirectCompose(transform.transforms)
 
 
 def _per_pixel(step) -> bool:

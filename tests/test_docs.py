@@ -77,9 +77,9 @@ def test_performance_tables_are_rendered_from_the_committed_csv():
     text = PERF.PAGE.read_text()
     assert PERF.render(text) == text, "docs/performance.md is stale: run " \
                                       "python tools/gen_performance.py"
-    text = PERF.ACCURACY_PAGE.read_text()
-    assert PERF.render_accuracy(text) == text, "docs/int8.md is stale: run " \
-                                               "python tools/gen_performance.py"
+    int8_page = PERF.ACCURACY_PAGE.read_text()
+    assert PERF.render_accuracy(int8_page) == int8_page, "docs/int8.md is stale: run " \
+                                                         "python tools/gen_performance.py"
     assert sorted(PERF.ACCURACY.glob("*.csv")), "no int8 accuracy data in bench/results/accuracy/"
     files = sorted(PERF.RESULTS.glob("*.csv"))
     assert files, "no benchmark data in bench/results/"

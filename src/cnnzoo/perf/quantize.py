@@ -69,12 +69,16 @@ class QuantizeReport:
     float_ops: dict[str, int] = field(default_factory=dict)
     folded: int = 0
     calibration_images: int = 0
+    # How activation ranges were set: 'percentile' (ONNX Runtime, 99.999th), 'min-max' (its
+    # fallback), 'histogram observers' (PT2E: X86InductorQuantizer's default).
+    calibration: str = ""
     batch_size: int = 0
 
     @property
     def passes(self) -> list[str]:
         parts = [f"{self.folded} BN folded",
-                 f"int8 ({self.backend}), calibrated on {self.calibration_images} images"]
+                 f"int8 ({self.backend}), calibrated on {self.calibration_images} images"
+                 + (f" ({self.calibration})" if self.calibration else "")]
         parts += [f"{n} {what} in float" for what, n in self.float_ops.items()]
         return parts
 
@@ -147,8 +151,9 @@ def _one_line(exc: BaseException) -> str:
 
 
 # -- ONNX Runtime: QDQ ------------------------------------------------------------------------
-def onnx_qdq(model: nn.Module, batches: list[torch.Tensor]) -> bytes:
-    """``model`` (BatchNorm folded, eval) as a statically quantized QDQ ONNX file's bytes."""
+def onnx_qdq(model: nn.Module, batches: list[torch.Tensor]) -> tuple[bytes, str]:
+    """``model`` (BatchNorm folded, eval) as a statically quantized QDQ ONNX file's bytes, and
+    how its activation ranges were calibrated."""
     ort = _onnxrt._ort()
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                           QuantType, quantize_static)
@@ -193,16 +198,23 @@ def onnx_qdq(model: nn.Module, batches: list[torch.Tensor]) -> bytes:
             # One batch at a time ("strided"): its histograms merged into the ones before, so
             # memory holds one batch's activations, not all (256 VGG-16 images: 15 GB). The
             # histogram collector prints a line a batch; the user sees the report instead.
-            with contextlib.redirect_stdout(io.StringIO()):
-                quantize_static(pre, out, Reader(), quant_format=QuantFormat.QDQ,
-                                per_channel=True, activation_type=QuantType.QUInt8,
-                                weight_type=QuantType.QInt8,
-                                calibrate_method=CalibrationMethod.Percentile,
-                                extra_options={"WeightSymmetric": True,
-                                               "ActivationSymmetric": False,
-                                               "CalibStridedMinMax": 1})
+            # numpy cannot cut a histogram of 2048 bins over a range a few floats wide (an
+            # activation that hardly varies, as a random network's SE gates); min-max then.
+            for method in (CalibrationMethod.Percentile, CalibrationMethod.MinMax):
+                try:
+                    with contextlib.redirect_stdout(io.StringIO()):
+                        quantize_static(pre, out, Reader(), quant_format=QuantFormat.QDQ,
+                                        per_channel=True, activation_type=QuantType.QUInt8,
+                                        weight_type=QuantType.QInt8, calibrate_method=method,
+                                        extra_options={"WeightSymmetric": True,
+                                                       "ActivationSymmetric": False,
+                                                       "CalibStridedMinMax": 1})
+                    break
+                except ValueError as exc:
+                    if method != CalibrationMethod.Percentile or "bins" not in str(exc):
+                        raise
         with open(out, "rb") as f:
-            return f.read()
+            return f.read(), "percentile" if method == CalibrationMethod.Percentile else "min-max"
 
 
 def float_nodes(onnx_bytes: bytes) -> dict[str, int]:
@@ -309,9 +321,10 @@ def _build(name: str, model: nn.Module, batches: list[torch.Tensor], example: to
            threads: int | None):
     """(runner, onnx_bytes, graph) of one candidate, run once on ``example``."""
     if name == "onnxruntime":
-        data = onnx_qdq(model, batches)
+        data, how = onnx_qdq(model, batches)
         runner = _onnxrt.OrtRunner(data, threads=threads)
         runner(example)
+        runner.calibration = how
         return runner, data, None
     graph = pt2e_reference(model, batches)
     if name == "reference":
@@ -378,6 +391,7 @@ def quantize(model: nn.Module, calibration, *, backend: str | None = None,
     else:
         report.backend = next(iter(built))
     runner, data, graph = built[report.backend]
+    report.calibration = getattr(runner, "calibration", "histogram observers")
     found = float_nodes(data) if data is not None else graph_float_ops(graph)
     for op, n in found.items():
         report.float_ops[f"{op} ops with float inputs"] = n

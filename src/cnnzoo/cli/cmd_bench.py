@@ -19,6 +19,7 @@ from ..memory import huge_pages
 from ..registry import default_cfg, is_model, list_models
 from ..resolve import resolve
 from ..weights.io import atomic_write
+from ._int8 import INT8_BACKENDS
 from ._types import add_set_option
 
 NAME = "bench"
@@ -44,7 +45,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="cnnzoo.perf.optimize: BN folding, layout and AMP mode chosen by "
                         "measuring on the device")
     p.add_argument("--int8", nargs="?", const="auto", default=None,
-                   choices=("auto", "onnxruntime", "inductor"),
+                   choices=INT8_BACKENDS,
                    help="time the model quantized to int8 (cnnzoo.quantize, CPU): 'auto' (the "
                         "default) races ONNX Runtime's and PyTorch's int8 and keeps the faster")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if any)")

@@ -154,7 +154,7 @@ def _one_line(exc: BaseException) -> str:
 def onnx_qdq(model: nn.Module, batches: list[torch.Tensor]) -> tuple[bytes, str]:
     """``model`` (BatchNorm folded, eval) as a statically quantized QDQ ONNX file's bytes, and
     how its activation ranges were calibrated."""
-    ort = _onnxrt._ort()
+    _onnxrt._ort()  # a missing onnxruntime is one line saying how to get it
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                           QuantType, quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -175,7 +175,6 @@ def onnx_qdq(model: nn.Module, batches: list[torch.Tensor]) -> tuple[bytes, str]
             x = next(self.items, None)
             return None if x is None else {"input": x.numpy()}
 
-    del ort
     with tempfile.TemporaryDirectory() as tmp:
         plain, pre, out = (os.path.join(tmp, f) for f in ("f.onnx", "p.onnx", "q.onnx"))
         # The deformable conv has an ONNX form from opset 19 on, through cnnzoo's exporter.
